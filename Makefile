@@ -1,0 +1,31 @@
+# Two entry points a new machine needs: `make demo` and `make test`. Both build .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/analytics demo --state-dir .demo-state
+
+test: lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check analytics cli tests
+	$(BIN)/ruff format --check analytics cli tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy analytics cli
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .demo-state .pytest_cache .mypy_cache .ruff_cache

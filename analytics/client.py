@@ -1,0 +1,246 @@
+"""Analytics: the facade the app holds. Thin on purpose: it wires the pipeline and guards it.
+
+    domain event -> parse_event -> to_posthog_message (privacy) -> OfflineQueue.put
+
+Every public method is wrapped by the never-raise guard; only strict mode lets validation errors
+through. Nothing is opened, written or started until the first use, and never while disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from analytics import events as ev
+from analytics._guard import guard
+from analytics.config import TelemetryConfig
+from analytics.mapping import EventRefused, MappingContext, to_posthog_message
+from analytics.privacy.identity import InstallIdentity, load_or_create_identity, restore_identity
+from analytics.privacy.scrubber import Scrubber
+from analytics.queue import OfflineQueue, QueueBounds
+from analytics.session import Session, session_start_event
+from analytics.state import StateFolder
+from analytics.status import StatusReport, build_status
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Runtime:
+    """What exists once telemetry is in use: the folder, the identity, the queue."""
+
+    state: StateFolder
+    identity: InstallIdentity
+    queue: OfflineQueue
+    context: MappingContext
+
+
+class Analytics:
+    """Offline-safe telemetry for one app process.
+
+    >>> telemetry = Analytics(TelemetryConfig(enabled=False))
+    >>> telemetry.emit("ToolCall", {"tool_name": "read_file", "duration_ms": 12, "success": True})
+    >>> telemetry.enabled
+    False
+    """
+
+    def __init__(
+        self, config: TelemetryConfig | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config if config is not None else TelemetryConfig.from_env()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._runtime: _Runtime | None = None
+        self._session = Session()
+        self._started = False
+        self._logged_refusals: set[tuple[str, str]] = set()
+        self._disabled_reason = self.config.disabled_reason
+        if self._disabled_reason is None and StateFolder(self.config.resolved_state_dir).opted_out:
+            self._disabled_reason = "opted out (set_enabled(False))"
+        self._enabled = self._disabled_reason is None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Analytics:
+        """``Analytics(TelemetryConfig.from_env(**overrides))``."""
+        return cls(TelemetryConfig.from_env(**overrides))
+
+    # -- properties ----------------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def disabled_reason(self) -> str | None:
+        return self._disabled_reason
+
+    @property
+    def session_id(self) -> str:
+        return self._session.id
+
+    @property
+    def distinct_id(self) -> str | None:
+        runtime = self._runtime
+        return runtime.context.distinct_id if runtime is not None else None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin the session: SessionStart with the automatic fields."""
+        if not self._enabled:
+            return
+        with guard("start"):
+            with self._lock:
+                if self._started:
+                    return
+                self._started = True
+            runtime = self._ensure_runtime()
+            machine_id = self.config.machine_id
+            hashed = runtime.identity.keyed_hash(machine_id.get_secret_value()) if machine_id else None
+            self._append(session_start_event(self.config.app_version, hashed))
+
+    def shutdown(self, timeout: float = 3.0) -> None:
+        """End the session (SessionEnd) and close the queue; what is queued stays on disk."""
+        if not self._enabled:
+            return
+        with guard("shutdown"):
+            with self._lock:
+                started, self._started = self._started, False
+            if started:
+                self._append(self._session.end_event("shutdown"))
+            self._close()
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Opt in or out at run time. Opting out deletes the queue and the state, keeping only the
+        marker that keeps telemetry off at the next start."""
+        with guard("set_enabled"):
+            state = StateFolder(self.config.resolved_state_dir)
+            if not enabled:
+                with self._lock:
+                    self._enabled = False
+                    self._disabled_reason = "opted out (set_enabled(False))"
+                    self._started = False
+                    self._close()
+                    state.purge()
+                    state.write_opt_out("set_enabled(False)\n")
+                return
+            with self._lock:
+                state.opt_out_marker.unlink(missing_ok=True)
+                self._disabled_reason = self.config.disabled_reason
+                self._enabled = self._disabled_reason is None
+                if self._enabled:
+                    self._session = Session()
+
+    # -- emitting ------------------------------------------------------------------------------
+
+    def emit(self, event: ev.DomainEvent | str, payload: Mapping[str, Any] | None = None, /) -> None:
+        """Queue one event durably and return; never touches the network, never raises.
+
+        ``event`` is a catalog model (``events.ChatTurn(...)``) or its name with a payload dict.
+        In strict mode an unknown name or invalid payload raises :class:`analytics.events.InvalidEvent`.
+        """
+        if not self._enabled:
+            return
+        rejected: ev.InvalidEvent | None = None
+        with guard("emit"):
+            try:
+                domain_event = ev.parse_event(event, payload)
+            except ev.InvalidEvent as exc:
+                if self.config.strict:
+                    rejected = exc
+                else:
+                    self._refuse(exc.reason, exc.event_name, str(exc))
+            else:
+                self._append(domain_event)
+        if rejected is not None:
+            raise rejected
+
+    def _append(self, domain_event: ev.DomainEvent, *, session_id: str | None = None) -> None:
+        runtime = self._runtime or self._ensure_runtime()
+        try:
+            record = to_posthog_message(
+                domain_event, runtime.context, at=self._clock(), session_id=session_id
+            )
+        except EventRefused as exc:
+            self._refuse(exc.reason, domain_event.event_name(), str(exc))
+            return
+        runtime.queue.put(record)
+        self._session.record(domain_event)
+
+    def _refuse(self, reason: str, event_name: str, detail: str) -> None:
+        runtime = self._runtime or self._ensure_runtime()
+        runtime.queue.meta.count_drop(reason)
+        if (reason, event_name) not in self._logged_refusals:
+            self._logged_refusals.add((reason, event_name))
+            logger.warning("telemetry event not sent (%s): %s", reason, detail)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def status(self) -> StatusReport:
+        """Enabled or not and why, where the state is, and what the queue holds."""
+        runtime = self._runtime
+        return build_status(
+            self.config,
+            disabled_reason=self._disabled_reason,
+            queue=runtime.queue if runtime is not None else None,
+        )
+
+    def _ensure_runtime(self) -> _Runtime:
+        with self._lock:
+            if self._runtime is not None:
+                return self._runtime
+            config = self.config
+            state = StateFolder(config.resolved_state_dir)
+            identity = _identity_or_ephemeral(state)
+            queue = OfflineQueue(
+                state,
+                QueueBounds(config.max_queue_events, config.max_queue_bytes, config.max_event_age_seconds),
+                clock=self._clock,
+                on_recreated=lambda: _restore_quietly(state, identity),
+            )
+            context = MappingContext(
+                distinct_id=config.user_id or identity.install_id,
+                session_id=self._session.id,
+                app_version=config.app_version,
+                environment=config.environment,
+                full_content=config.full_content,
+                geoip_disable=not config.geoip,
+                hash_path=identity.hash_path,
+                scrubber=Scrubber.for_this_machine(),
+                max_value_chars=config.max_value_chars,
+                max_content_chars=config.max_content_chars,
+                max_event_bytes=config.max_event_bytes,
+            )
+            self._runtime = _Runtime(state, identity, queue, context)
+            return self._runtime
+
+    def _close(self) -> None:
+        with self._lock:
+            runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.queue.close()
+
+
+def _identity_or_ephemeral(state: StateFolder) -> InstallIdentity:
+    """The install's identity; if the folder cannot hold one, a fresh one for this process only."""
+    try:
+        state.ensure()
+        return load_or_create_identity(state.root)
+    except OSError as exc:
+        import secrets
+        import uuid
+
+        logger.warning("telemetry identity not persisted (%s); using one for this run", exc)
+        return InstallIdentity(install_id=str(uuid.uuid4()), salt=secrets.token_bytes(32))
+
+
+def _restore_quietly(state: StateFolder, identity: InstallIdentity) -> None:
+    try:
+        state.ensure()
+        restore_identity(state.root, identity)
+    except OSError as exc:
+        logger.warning("telemetry identity not restored: %s", exc)

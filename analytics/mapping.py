@@ -1,0 +1,254 @@
+"""Domain event -> PostHog message, as a pipeline of small pure steps.
+
+    properties_of(event)  the event's own properties, in PostHog's vocabulary ($ai_* for LLM events)
+    Cleaner.clean         scrub every free-text value, then cap it
+    with_common           uuid, timestamp, distinct_id, $session_id, app_version, schema_version, $lib
+    fit_to_budget         stay under PostHog's event size limit, or refuse the event
+
+The result is the exact message that will leave the machine; it is what the queue stores.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid as uuid_module
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from analytics import events as ev
+from analytics._version import __version__
+from analytics.privacy.caps import Cleaner, fit_to_budget
+from analytics.privacy.scrubber import Scrubber
+
+LIB_NAME: Final = "analytics-telemetry"
+
+# Properties whose values may be long by nature: they get the full-content cap, not the short one.
+LONG_PROPERTIES: Final = frozenset(
+    {
+        "$ai_input",
+        "$ai_output_choices",
+        "diff",
+        "before",
+        "after",
+        "$exception_list",
+        "stack_trace",
+        "context",
+    }
+)
+
+
+@dataclass(frozen=True)
+class MappingContext:
+    """What the mapping needs to know beyond the event itself."""
+
+    distinct_id: str
+    session_id: str
+    app_version: str
+    environment: str
+    full_content: bool
+    geoip_disable: bool
+    hash_path: Callable[[str], str]
+    scrubber: Scrubber
+    max_value_chars: int
+    max_content_chars: int
+    max_event_bytes: int
+
+
+class EventRefused(Exception):
+    """The event cannot be sent as it is; ``reason`` is the drop counter it goes to."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
+
+
+def uuid7(unix_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so the queue and ClickHouse keep emit order."""
+    ms = unix_ms if unix_ms is not None else _now_ms()
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid_module.UUID(int=value))
+
+
+def _now_ms() -> int:
+    return int(datetime.now(timezone.utc).timestamp() * 1000)
+
+
+def to_posthog_message(
+    event: ev.DomainEvent, context: MappingContext, *, at: float, session_id: str | None = None
+) -> bytes:
+    """The final, scrubbed, encoded PostHog message for ``event`` emitted at epoch second ``at``.
+
+    Raises :class:`EventRefused` when it cannot be sent (full content off, or too large).
+    """
+    properties = properties_of(event, context)
+    cleaner = Cleaner(context.scrubber, context.max_value_chars, context.max_content_chars)
+    properties = cleaner.clean(properties, LONG_PROPERTIES)
+    message: dict[str, Any] = {
+        "event": event.posthog_event,
+        "distinct_id": context.distinct_id,
+        "uuid": uuid7(int(at * 1000)),
+        "timestamp": datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="microseconds"),
+        "properties": with_common(properties, context, session_id or context.session_id),
+    }
+    if cleaner.truncated:
+        properties["truncated_properties"] = sorted(cleaner.truncated)
+    data = fit_to_budget(message, context.max_event_bytes, cleaner.truncated)
+    if data is None:
+        raise EventRefused("oversize", f"{event.event_name()} is larger than {context.max_event_bytes} bytes")
+    return data
+
+
+def with_common(properties: dict[str, Any], context: MappingContext, session_id: str) -> dict[str, Any]:
+    properties["$session_id"] = session_id
+    properties["app_version"] = context.app_version
+    properties["environment"] = context.environment
+    properties["schema_version"] = ev.SCHEMA_VERSION
+    properties["$lib"] = LIB_NAME
+    properties["$lib_version"] = __version__
+    if context.geoip_disable:
+        properties["$geoip_disable"] = True
+    return properties
+
+
+def properties_of(event: ev.DomainEvent, context: MappingContext) -> dict[str, Any]:
+    """The event's own properties under their PostHog names (before scrubbing)."""
+    mapper = _MAPPERS[type(event)]
+    return mapper(event, context)
+
+
+# -- one small function per event ----------------------------------------------------------------
+
+
+def _plain(event: ev.DomainEvent, _: MappingContext) -> dict[str, Any]:
+    return event.model_dump(exclude_none=True)
+
+
+def _workspace_selected(event: ev.WorkspaceSelected, context: MappingContext) -> dict[str, Any]:
+    return {"workspace_hash": context.hash_path(event.workspace_path), "is_git_repo": event.is_git_repo}
+
+
+def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
+    trace_id = event.turn_id or str(uuid_module.uuid4())
+    properties: dict[str, Any] = {
+        "$ai_trace_id": trace_id,
+        "$ai_model": event.model,
+        "$ai_latency": event.latency_ms / 1000.0,
+        "$ai_is_error": event.is_error,
+        "prompt_length": event.prompt_length,
+        "response_length": event.response_length,
+    }
+    _put(properties, "$ai_provider", event.provider)
+    _put(properties, "$ai_input_tokens", event.input_tokens)
+    _put(properties, "$ai_output_tokens", event.output_tokens)
+    _put(properties, "token_count", event.token_count)
+    if isinstance(event, ev.ChatTurnFull) and context.full_content:
+        properties["$ai_input"] = [{"role": "user", "content": event.prompt}]
+        properties["$ai_output_choices"] = [{"role": "assistant", "content": event.response}]
+    return properties
+
+
+def _tool_call(event: ev.ToolCall, _: MappingContext) -> dict[str, Any]:
+    trace_id = event.turn_id or str(uuid_module.uuid4())
+    properties: dict[str, Any] = {
+        "$ai_trace_id": trace_id,
+        "$ai_parent_id": trace_id,
+        "$ai_span_id": event.span_id or str(uuid_module.uuid4()),
+        "$ai_span_name": event.tool_name,
+        "$ai_latency": event.duration_ms / 1000.0,
+        "$ai_is_error": not event.success,
+    }
+    _put(properties, "$ai_error", event.error_type)
+    return properties
+
+
+def _error(event: ev.Error, _: MappingContext) -> dict[str, Any]:
+    exception: dict[str, Any] = {
+        "type": event.error_type,
+        "value": event.message,
+        "mechanism": {"handled": event.handled, "synthetic": False, "type": "generic"},
+    }
+    frames = frames_from_traceback(event.stack_trace) if event.stack_trace else []
+    if frames:
+        exception["stacktrace"] = {"type": "raw", "frames": frames}
+    properties: dict[str, Any] = {
+        "$exception_list": [exception],
+        "$exception_level": "error",
+        "error_type": event.error_type,
+        "context": event.context,
+    }
+    _put(properties, "$sentry_event_id", event.sentry_event_id)
+    _put(properties, "$sentry_url", event.sentry_url)
+    return properties
+
+
+def _full_content_only(
+    mapper: Callable[[Any, MappingContext], dict[str, Any]],
+) -> Callable[[Any, MappingContext], dict[str, Any]]:
+    def guarded(event: ev.DomainEvent, context: MappingContext) -> dict[str, Any]:
+        if not context.full_content:
+            # Dropped here, before the disk: full content off means the text never lands anywhere.
+            raise EventRefused(
+                "full_content_disabled", f"{event.event_name()} needs TELEMETRY_FULL_CONTENT=1"
+            )
+        return mapper(event, context)
+
+    return guarded
+
+
+def _proposal_diff(event: ev.ProposalDiff, _: MappingContext) -> dict[str, Any]:
+    return {"proposal_id": event.proposal_id, "diff": event.diff}
+
+
+def _file_snapshot(event: ev.FileSnapshot, context: MappingContext) -> dict[str, Any]:
+    properties: dict[str, Any] = {"file_hash": context.hash_path(event.file_path)}
+    _put(properties, "before", event.before)
+    _put(properties, "after", event.after)
+    _put(properties, "proposal_id", event.proposal_id)
+    return properties
+
+
+def _put(properties: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None:
+        properties[key] = value
+
+
+_MAPPERS: Final[dict[type[ev.DomainEvent], Callable[[Any, MappingContext], dict[str, Any]]]] = {
+    ev.SessionStart: _plain,
+    ev.SessionEnd: _plain,
+    ev.WorkspaceSelected: _workspace_selected,
+    ev.ChatTurn: _chat_turn,
+    ev.ToolCall: _tool_call,
+    ev.ProposalCreated: _plain,
+    ev.ProposalDecision: _plain,
+    ev.Error: _error,
+    ev.ChatTurnFull: _chat_turn,
+    ev.ProposalDiff: _full_content_only(_proposal_diff),
+    ev.FileSnapshot: _full_content_only(_file_snapshot),
+}
+
+_FRAME_RE: Final = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
+
+
+def frames_from_traceback(text: str) -> list[dict[str, Any]]:
+    """PostHog ``$exception_list`` frames from a formatted Python traceback (outermost first)."""
+    frames = []
+    for line in text.splitlines():
+        match = _FRAME_RE.match(line)
+        if match:
+            path = match["path"]
+            frames.append(
+                {
+                    "platform": "python",
+                    "filename": os.path.basename(path),
+                    "abs_path": path,
+                    "function": match["func"].strip(),
+                    "lineno": int(match["line"]),
+                    "in_app": "site-packages" not in path and not path.startswith("<"),
+                }
+            )
+    return frames

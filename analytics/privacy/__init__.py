@@ -1,0 +1,1 @@
+"""Privacy: identity and keyed hashing, the scrubber, and size caps."""

@@ -1,0 +1,116 @@
+"""Who the events are from, without saying who anyone is.
+
+The install id is a random UUID created once per state folder; the salt is 32 random bytes that
+never leave the machine and key every hash we send (paths, machine ids). Both files are written
+atomically (write a temp file, then ``os.link``), so two processes starting together agree on one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+# PostHog's ingestion refuses to merge persons on these ids (plugin-server person-utils): some in
+# any casing, some only exactly as written, and both sets also when wrapped in quotes.
+_ILLEGAL_ANY_CASE: Final = frozenset(
+    {
+        "anonymous",
+        "guest",
+        "distinctid",
+        "distinct_id",
+        "id",
+        "not_authenticated",
+        "email",
+        "undefined",
+        "true",
+        "false",
+    }
+)
+_ILLEGAL_EXACT: Final = frozenset({"[object Object]", "NaN", "None", "none", "null", "0", "undefined"})
+MAX_DISTINCT_ID_LENGTH: Final = 200
+
+
+def illegal_distinct_id_reason(candidate: str) -> str | None:
+    """Why PostHog would refuse ``candidate`` as a distinct_id, or None when it is fine."""
+    text = candidate.strip()
+    if not text:
+        return "an empty id"
+    if len(text) > MAX_DISTINCT_ID_LENGTH:
+        return f"longer than {MAX_DISTINCT_ID_LENGTH} characters"
+    bare = text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
+    if bare.lower() in _ILLEGAL_ANY_CASE or bare in _ILLEGAL_EXACT:
+        return f"{text!r} is one of PostHog's reserved ids"
+    return None
+
+
+@dataclass(frozen=True)
+class InstallIdentity:
+    """The install id and the hashing salt of one state folder."""
+
+    install_id: str
+    salt: bytes
+
+    def keyed_hash(self, value: str) -> str:
+        """HMAC-SHA256 of ``value`` under this install's salt, hex-encoded."""
+        return hmac.new(self.salt, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+    def hash_path(self, path: str) -> str:
+        """Hash a file or folder path; spellings of the same path hash the same."""
+        normal = os.path.normcase(os.path.normpath(os.path.expanduser(path)))
+        return self.keyed_hash(normal)
+
+
+INSTALL_ID_FILE: Final = "install_id"
+SALT_FILE: Final = "salt"
+
+
+def load_or_create_identity(folder: Path) -> InstallIdentity:
+    """Read the identity files in ``folder``, creating them (0600) the first time."""
+    install_id = _read_or_create(folder / INSTALL_ID_FILE, lambda: str(uuid.uuid4()).encode())
+    salt_hex = _read_or_create(folder / SALT_FILE, lambda: secrets.token_hex(32).encode())
+    try:
+        uuid.UUID(install_id.decode())
+        salt = bytes.fromhex(salt_hex.decode())
+        if len(salt) < 16:
+            raise ValueError("salt too short")
+    except ValueError:
+        # A damaged file: start a new identity rather than hash with a guessable key.
+        for name in (INSTALL_ID_FILE, SALT_FILE):
+            (folder / name).unlink(missing_ok=True)
+        return load_or_create_identity(folder)
+    return InstallIdentity(install_id=install_id.decode(), salt=salt)
+
+
+def restore_identity(folder: Path, identity: InstallIdentity) -> None:
+    """Write ``identity`` back if its files vanished (the state folder was deleted under us)."""
+    _read_or_create(folder / INSTALL_ID_FILE, lambda: identity.install_id.encode())
+    _read_or_create(folder / SALT_FILE, lambda: identity.salt.hex().encode())
+
+
+def _read_or_create(path: Path, make: object) -> bytes:
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    assert callable(make)
+    content: bytes = make()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # atomic, and refuses to replace a file another process made first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_bytes().strip()

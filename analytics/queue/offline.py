@@ -1,0 +1,361 @@
+"""OfflineQueue: the DiskQueue with its bounds and its safety nets.
+
+- Bounds (events, bytes, age): the oldest go first, and every one is counted by reason.
+- A damaged queue file is set aside (renamed, never deleted) and a fresh queue started.
+- A queue that cannot be written (read-only folder, full disk, a lock held too long) falls back to
+  a bounded memory buffer, which is written to disk as soon as the disk works again.
+- A state folder deleted under a running app is noticed, recreated, and what the old (unlinked)
+  database still held is copied into the new one.
+
+``put`` never raises for any of these: the host app must not notice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from analytics.queue.disk import STORE_ERRORS, DiskQueue, record_timestamp
+from analytics.queue.meta import MetaStore
+from analytics.state import StateFolder
+
+logger = logging.getLogger(__name__)
+
+# How many appends may pass between two bound checks when the queue is far from its limit.
+MAX_PUTS_BETWEEN_CHECKS: Final = 256
+DROP_CHUNK: Final = 500
+
+
+@dataclass(frozen=True)
+class QueueBounds:
+    max_events: int
+    max_bytes: int
+    max_age_seconds: float
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    depth: int
+    bytes_on_disk: int
+    oldest_age_seconds: float | None
+    storage: str  # "disk", or "memory" while the disk cannot be used
+    drops: dict[str, int]
+
+
+class OfflineQueue:
+    """Where ``emit()`` leaves its message. Thread-safe; several processes may share the folder."""
+
+    def __init__(
+        self,
+        state: StateFolder,
+        bounds: QueueBounds,
+        *,
+        clock: Callable[[], float] = time.time,
+        memory_limit: int = 10_000,
+        health_interval: float = 1.0,
+        retry_interval: float = 5.0,
+        on_recreated: Callable[[], None] | None = None,
+    ) -> None:
+        self._state = state
+        self._bounds = bounds
+        self._clock = clock
+        self._memory_limit = memory_limit
+        self._health_interval = health_interval
+        self._retry_interval = retry_interval
+        self._on_recreated = on_recreated
+        self._lock = threading.RLock()
+        self._memory: deque[tuple[int, bytes]] = deque()
+        self._memory_key = 0
+        self._puts_until_check = 0
+        self._next_health = 0.0
+        self._next_retry = 0.0
+        self._identity: tuple[int, int] | None = None
+        self.meta = MetaStore(state.meta_dir if self._ensure_folder() else None)
+        self._disk: DiskQueue | None = self._open_disk()
+        if self._disk is not None:
+            self.enforce_bounds()
+
+    # -- appending -----------------------------------------------------------------------------
+
+    def put(self, record: bytes) -> None:
+        """Append one encoded message. Never raises."""
+        disk = self._usable_disk()
+        if disk is not None:
+            try:
+                disk.put(record)
+            except STORE_ERRORS as exc:
+                self._disk_failed(disk, exc)
+                disk = self._usable_disk()
+                if disk is None:
+                    self._put_memory(record)
+                    return
+                try:
+                    disk.put(record)
+                except STORE_ERRORS as exc2:
+                    self._disk_failed(disk, exc2)
+                    self._put_memory(record)
+                    return
+            self._puts_until_check -= 1
+            if self._puts_until_check <= 0:
+                self.enforce_bounds()
+            return
+        self._put_memory(record)
+
+    def _put_memory(self, record: bytes) -> None:
+        with self._lock:
+            self._memory_key -= 1
+            self._memory.append((self._memory_key, record))
+            if len(self._memory) > self._memory_limit:
+                self._memory.popleft()
+                self.meta.count_drop("disk_unavailable")
+
+    def _usable_disk(self) -> DiskQueue | None:
+        now = time.monotonic()
+        disk = self._disk
+        if disk is None:
+            if now < self._next_retry:
+                return None
+            with self._lock:
+                if self._disk is None:
+                    self._next_retry = now + self._retry_interval
+                    self._disk = self._open_disk()
+                    if self._disk is not None:
+                        self.meta.reopen(self._state.meta_dir)
+                        self._move_memory_to_disk(self._disk)
+                return self._disk
+        if now >= self._next_health:
+            self._next_health = now + self._health_interval
+            disk = self._check_folder(disk)
+        return disk
+
+    # -- reading and acknowledging -------------------------------------------------------------
+
+    def peek(self, limit: int) -> list[tuple[int, bytes]]:
+        """The oldest ``limit`` records, left in place (disk first, then any held in memory)."""
+        batch: list[tuple[int, bytes]] = []
+        disk = self._usable_disk()
+        if disk is not None:
+            try:
+                batch = disk.peek(limit)
+            except STORE_ERRORS as exc:
+                self._disk_failed(disk, exc)
+        if len(batch) < limit:
+            with self._lock:
+                batch.extend(list(self._memory)[: limit - len(batch)])
+        return batch
+
+    def ack(self, keys: Iterable[int]) -> int:
+        """Remove delivered records. Disk keys are positive, memory keys negative."""
+        keys = list(keys)
+        removed = 0
+        memory_keys = {key for key in keys if key < 0}
+        if memory_keys:
+            with self._lock:
+                kept = deque(item for item in self._memory if item[0] not in memory_keys)
+                removed += len(self._memory) - len(kept)
+                self._memory = kept
+        disk_keys = [key for key in keys if key >= 0]
+        disk = self._disk
+        if disk_keys and disk is not None:
+            removed += disk.ack(disk_keys)
+        return removed
+
+    def __len__(self) -> int:
+        disk = self._disk
+        depth = len(self._memory)
+        if disk is not None:
+            with contextlib.suppress(*STORE_ERRORS):
+                depth += len(disk)
+        return depth
+
+    def stats(self) -> QueueStats:
+        disk = self._usable_disk()
+        volume = 0
+        oldest: float | None = None
+        if disk is not None:
+            try:
+                volume = disk.volume()
+                oldest = disk.oldest_timestamp()
+            except STORE_ERRORS as exc:
+                logger.debug("queue stats unavailable: %s", exc)
+        if oldest is None and self._memory:
+            oldest = record_timestamp(self._memory[0][1])
+        age = None if oldest is None else max(0.0, self._clock() - oldest)
+        return QueueStats(
+            depth=len(self),
+            bytes_on_disk=volume,
+            oldest_age_seconds=age,
+            storage="disk" if self._disk is not None else "memory",
+            drops=self.meta.drops(),
+        )
+
+    # -- bounds --------------------------------------------------------------------------------
+
+    def enforce_bounds(self) -> None:
+        """Drop the oldest records over any bound, counting each by reason."""
+        disk = self._disk
+        if disk is None:
+            return
+        try:
+            self._drop_too_old(disk)
+            over = len(disk) - self._bounds.max_events
+            if over > 0:
+                self.meta.count_drop("queue_full", disk.drop_oldest(over))
+            self._drop_over_bytes(disk)
+            headroom = self._bounds.max_events - len(disk)
+        except STORE_ERRORS as exc:
+            self._disk_failed(disk, exc)
+            return
+        # Check on every append near the bound, rarely when far from it.
+        self._puts_until_check = max(1, min(MAX_PUTS_BETWEEN_CHECKS, headroom))
+
+    def _drop_too_old(self, disk: DiskQueue) -> None:
+        cutoff = self._clock() - self._bounds.max_age_seconds
+        while True:
+            batch = disk.peek(DROP_CHUNK)
+            stale = []
+            for key, record in batch:
+                stamp = record_timestamp(record)
+                if stamp is None or stamp >= cutoff:
+                    break
+                stale.append(key)
+            if not stale:
+                return
+            self.meta.count_drop("too_old", disk.ack(stale))
+            if len(stale) < len(batch):
+                return
+
+    def _drop_over_bytes(self, disk: DiskQueue) -> None:
+        for _ in range(64):
+            volume = disk.volume()
+            depth = len(disk)
+            if volume <= self._bounds.max_bytes or depth == 0:
+                return
+            # Drop in proportion to the excess, a little more so the file's free pages are reused.
+            share = (volume - self._bounds.max_bytes) / volume
+            count = max(1, int(depth * share * 1.1))
+            self.meta.count_drop("queue_bytes", disk.drop_oldest(count))
+
+    # -- failures ------------------------------------------------------------------------------
+
+    def _ensure_folder(self) -> bool:
+        try:
+            self._state.ensure()
+            return True
+        except OSError as exc:
+            logger.warning("telemetry state folder unusable, events kept in memory: %s", exc)
+            return False
+
+    def _open_disk(self) -> DiskQueue | None:
+        if not self._ensure_folder():
+            return None
+        disk: DiskQueue | None
+        try:
+            disk = DiskQueue(self._state.queue_dir)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                logger.warning("telemetry queue unusable, events kept in memory: %s", exc)
+                return None
+            disk = self._replace_corrupt(exc)
+        except STORE_ERRORS as exc:
+            logger.warning("telemetry queue unusable, events kept in memory: %s", exc)
+            return None
+        if disk is not None:
+            self._identity = _file_identity(disk)
+            self._next_health = time.monotonic() + self._health_interval
+        return disk
+
+    def _replace_corrupt(self, exc: Exception) -> DiskQueue | None:
+        """Set the damaged queue aside (kept for forensics) and start an empty one."""
+        aside = self._state.queue_dir.with_name(f"queue.corrupt-{int(self._clock())}-{os.getpid()}")
+        logger.warning("telemetry queue damaged (%s); moved to %s", exc, aside.name)
+        try:
+            os.replace(self._state.queue_dir, aside)
+            self.meta.count_drop("queue_corrupted")
+            return DiskQueue(self._state.queue_dir)
+        except STORE_ERRORS as exc2:
+            logger.warning("telemetry queue could not be replaced, events kept in memory: %s", exc2)
+            return None
+
+    def _disk_failed(self, disk: DiskQueue, exc: Exception) -> None:
+        with self._lock:
+            if self._disk is not disk:
+                return  # another thread already dealt with it
+            logger.warning("telemetry queue write failed (%s): %s", type(exc).__name__, exc)
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+                _close_quietly(disk)
+                self._disk = self._replace_corrupt(exc)
+            else:
+                _close_quietly(disk)
+                self._disk = None
+                self._next_retry = time.monotonic() + self._retry_interval
+
+    def _check_folder(self, disk: DiskQueue) -> DiskQueue | None:
+        """Notice a queue file deleted or replaced under us, and recover what it held."""
+        if _file_identity(disk) == self._identity:
+            return disk
+        with self._lock:
+            if self._disk is not disk:
+                return self._disk
+            logger.warning("telemetry state folder was removed; recreating it")
+            salvaged: list[bytes] = []
+            try:
+                salvaged = [record for _key, record in disk.iter_all()]
+            except STORE_ERRORS as exc:
+                logger.warning("could not read back the removed queue: %s", exc)
+            _close_quietly(disk)
+            self._disk = self._open_disk()
+            if self._disk is None:
+                self._memory.extend((self._next_memory_key(), record) for record in salvaged)
+                return None
+            self.meta.reopen(self._state.meta_dir)
+            if self._on_recreated is not None:
+                self._on_recreated()
+            try:
+                self._disk.put_many(salvaged)
+            except STORE_ERRORS as exc:
+                logger.warning("could not restore the removed queue: %s", exc)
+            return self._disk
+
+    def _next_memory_key(self) -> int:
+        self._memory_key -= 1
+        return self._memory_key
+
+    def _move_memory_to_disk(self, disk: DiskQueue) -> None:
+        if not self._memory:
+            return
+        try:
+            disk.put_many(record for _key, record in self._memory)
+            self._memory.clear()
+        except STORE_ERRORS as exc:
+            logger.debug("memory buffer stays in memory: %s", exc)
+
+    def close(self) -> None:
+        with self._lock:
+            disk, self._disk = self._disk, None
+            if disk is not None:
+                self._move_memory_to_disk(disk)
+                _close_quietly(disk)
+            self.meta.close()
+            self._next_retry = float("inf")
+
+
+def _file_identity(disk: DiskQueue) -> tuple[int, int] | None:
+    try:
+        st = os.stat(disk.db_path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _close_quietly(disk: DiskQueue) -> None:
+    with contextlib.suppress(*STORE_ERRORS):
+        disk.close()

@@ -1,0 +1,122 @@
+"""``analytics demo``: a realistic app session through the real adapter."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from analytics import Analytics, events
+from analytics.status import build_status
+
+from ..options import JsonOption, StateDirOption, load_config
+from ..output import emit_fields, emit_json, emit_table, fail
+
+
+def demo(json_output: JsonOption = False, state_dir: StateDirOption = None) -> None:
+    """Simulate a session (chat turns, tool calls, proposals, an error) and show what was queued."""
+    config = load_config(state_dir)
+    if not config.is_enabled:
+        fail(f"telemetry is disabled ({config.disabled_reason}); unset it to run the demo")
+    telemetry = Analytics(config)
+    before = build_status(config, disabled_reason=None).queue_depth
+    emitted = simulate_session(telemetry, seed=7)
+    telemetry.shutdown()
+    report = build_status(config, disabled_reason=None)
+    sample = _last_messages(telemetry, config, 3)
+    summary = {
+        "emitted": emitted + 2,  # plus SessionStart and SessionEnd
+        "queued_before": before,
+        "queued_now": report.queue_depth,
+        "state_dir": report.state_dir,
+        "destination": report.posthog_host or "local archive",
+        "sample": sample,
+    }
+    if json_output:
+        emit_json(summary)
+        return
+    emit_fields(
+        "analytics demo",
+        [
+            ("events emitted", summary["emitted"]),
+            ("queued before / now", f"{before:,} / {report.queue_depth:,}"),
+            ("state folder", report.state_dir),
+            ("destination", summary["destination"]),
+        ],
+    )
+    emit_table(
+        "Last queued messages (exactly what would be sent)", ["message"], [(json.dumps(m),) for m in sample]
+    )
+
+
+def simulate_session(telemetry: Analytics, *, seed: int) -> int:
+    """Drive a plausible session; returns how many events the app emitted (start/end excluded)."""
+    rng = random.Random(seed)
+    telemetry.start()
+    count = 0
+    telemetry.emit(events.WorkspaceSelected(workspace_path="~/projects/shop", is_git_repo=True))
+    count += 1
+    for turn in range(4):
+        turn_id = f"turn-{turn}"
+        for tool in rng.sample(["read_file", "list_dir", "grep", "run_tests"], k=2):
+            ok = rng.random() > 0.2
+            telemetry.emit(
+                events.ToolCall(
+                    tool_name=tool,
+                    duration_ms=rng.uniform(3, 400),
+                    success=ok,
+                    error_type=None if ok else "TimeoutError",
+                    turn_id=turn_id,
+                )
+            )
+            count += 1
+        telemetry.emit(
+            events.ChatTurn(
+                prompt_length=rng.randint(20, 400),
+                response_length=rng.randint(200, 3000),
+                model=rng.choice(["gpt-4o", "claude-sonnet-4"]),
+                provider="openai",
+                latency_ms=rng.uniform(400, 4000),
+                input_tokens=rng.randint(100, 2000),
+                output_tokens=rng.randint(50, 800),
+                turn_id=turn_id,
+            )
+        )
+        count += 1
+        proposal = f"p-{turn}"
+        telemetry.emit(
+            events.ProposalCreated(
+                proposal_id=proposal, file_count=2, total_lines_changed=40, operation="edit_file"
+            )
+        )
+        telemetry.emit(
+            events.ProposalDecision(
+                proposal_id=proposal,
+                decision="approved" if rng.random() > 0.3 else "rejected",
+                files_approved=2,
+                review_duration_ms=rng.randint(2_000, 90_000),
+            )
+        )
+        count += 2
+    telemetry.emit(
+        events.Error(
+            error_type="PermissionError",
+            message="cannot write ~/projects/shop/.env (token=demo-not-a-secret)",
+            context={"route": "/proposals/apply"},
+        )
+    )
+    return count + 1
+
+
+def _last_messages(telemetry: Analytics, config: object, count: int) -> list[object]:
+    from analytics.queue import DiskQueue
+    from analytics.state import StateFolder
+
+    state = StateFolder(telemetry.config.resolved_state_dir)
+    if not state.queue_dir.is_dir():
+        return []
+    disk = DiskQueue(state.queue_dir)
+    try:
+        keys = disk.keys()[-count:]
+        return [json.loads(record) for _key, record in disk.peek(len(disk)) if _key in keys]
+    finally:
+        disk.close()

@@ -1,0 +1,32 @@
+"""``analytics status``: is telemetry on, where is its state, what is waiting."""
+
+from __future__ import annotations
+
+from analytics.status import build_status
+
+from ..options import JsonOption, StateDirOption, load_config
+from ..output import emit_fields, emit_json, emit_table
+
+
+def status(json_output: JsonOption = False, state_dir: StateDirOption = None) -> None:
+    """Show whether telemetry is enabled (and why not), the state folder, and the queue."""
+    config = load_config(state_dir)
+    report = build_status(config, disabled_reason=config.disabled_reason)
+    if json_output:
+        emit_json(report.to_dict())
+        return
+    age = report.oldest_event_age_seconds
+    emit_fields(
+        "Telemetry status",
+        [
+            ("enabled", report.enabled if report.enabled else f"no ({report.disabled_reason})"),
+            ("state folder", report.state_dir + ("" if report.state_dir_exists else " (not created yet)")),
+            ("destination", report.posthog_host or "local archive (no TELEMETRY_ENDPOINT)"),
+            ("queued events", report.queue_depth),
+            ("queue size on disk", f"{report.queue_bytes:,} bytes"),
+            ("oldest queued event", "-" if age is None else f"{age:,.0f} s ago"),
+            ("storage", report.storage),
+        ]
+        + ([("problem", report.problem)] if report.problem else []),
+    )
+    emit_table("Dropped events", ["reason", "count"], sorted(report.drops.items()))

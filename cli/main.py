@@ -1,0 +1,71 @@
+"""The ``analytics`` command line (Typer). Errors are one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from analytics import __version__
+
+from .commands.demo import demo
+from .commands.events import events
+from .commands.status import status
+from .output import EXIT_ERROR, EXIT_USAGE
+
+app = typer.Typer(
+    name="analytics",
+    help="Inspect, export and replay the offline telemetry queue.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(status)
+app.command()(events)
+app.command()(demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"analytics {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Inspect, export and replay the offline telemetry queue."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: runs the app, turning every failure into one line and an exit code."""
+    logging.basicConfig(level=logging.WARNING, format="analytics: %(message)s", stream=sys.stderr)
+    try:
+        result = app(args=argv, prog_name="analytics", standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("analytics: aborted\n")
+        return EXIT_ERROR
+    except Exception as exc:
+        # Typer's (vendored click) usage errors carry an exit code of 2 and a format_message();
+        # anything else is a failure of ours: one line either way, never a traceback.
+        code = getattr(exc, "exit_code", None)
+        format_message = getattr(exc, "format_message", None)
+        if isinstance(code, int) and callable(format_message):
+            kind = "usage error" if code == EXIT_USAGE else "error"
+            hint = " (see --help)" if code == EXIT_USAGE else ""
+            sys.stderr.write(f"analytics: {kind}: {format_message()}{hint}\n")
+            return code
+        sys.stderr.write(f"analytics: error: {type(exc).__name__}: {exc}\n")
+        return EXIT_ERROR
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

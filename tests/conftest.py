@@ -1,0 +1,105 @@
+"""Shared fixtures: real state folders under tmp_path, and no swallowed bugs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analytics import Analytics, TelemetryConfig, _guard
+from analytics.queue import DiskQueue
+from analytics.state import StateFolder
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def no_swallowed_errors() -> Iterator[list[tuple[str, BaseException]]]:
+    """The never-raise guard hides errors from the app; in tests it must not hide them from us."""
+    swallowed: list[tuple[str, BaseException]] = []
+
+    def observe(place: str, exc: BaseException) -> None:
+        swallowed.append((place, exc))
+
+    _guard.add_observer(observe)
+    yield swallowed
+    _guard.remove_observer(observe)
+    if swallowed:
+        place, exc = swallowed[0]
+        raise AssertionError(f"the guard swallowed an error in {place}: {exc!r}") from exc
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never inherit a developer's telemetry settings."""
+    for name in list(os.environ):
+        if name.startswith(("TELEMETRY_", "SENTRY_")) or name == "DO_NOT_TRACK":
+            monkeypatch.delenv(name)
+
+
+MakeTelemetry = Callable[..., Analytics]
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def make_telemetry(state_dir: Path) -> Iterator[MakeTelemetry]:
+    """Build real Analytics instances over ``state_dir``; all are shut down at the end."""
+    made: list[Analytics] = []
+
+    def make(*, clock: Callable[[], float] | None = None, **overrides: Any) -> Analytics:
+        overrides.setdefault("state_dir", state_dir)
+        config = TelemetryConfig.from_env({}, **overrides)
+        telemetry = Analytics(config, clock=clock) if clock else Analytics(config)
+        made.append(telemetry)
+        return telemetry
+
+    yield make
+    for telemetry in made:
+        telemetry.shutdown()
+
+
+def queued_messages(state_dir: Path) -> list[dict[str, Any]]:
+    """Every message in the queue folder, oldest first, read through a fresh DiskQueue."""
+    queue_dir = StateFolder(state_dir).queue_dir
+    if not queue_dir.is_dir():
+        return []
+    disk = DiskQueue(queue_dir)
+    try:
+        return [json.loads(record) for _key, record in disk.iter_all()]
+    finally:
+        disk.close()
+
+
+def run_python(
+    code: str, *, env: dict[str, str] | None = None, user: int | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (optionally as another uid), returning its output."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEMETRY_", "SENTRY_"))}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(PROJECT_ROOT)
+
+    def drop_privileges() -> None:
+        if user is not None:
+            os.setgid(user)
+            os.setuid(user)
+
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=drop_privileges if user is not None else None,
+        check=False,
+    )

@@ -1,0 +1,288 @@
+"""Every catalog event becomes the documented PostHog message, as stored in a real queue folder."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analytics import __version__, events
+from analytics.mapping import uuid7
+from tests.conftest import MakeTelemetry, queued_messages
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+FIXED_NOW = datetime(2026, 3, 14, 15, 9, 26, 535897, tzinfo=timezone.utc).timestamp()
+
+
+def emit_one(make_telemetry: MakeTelemetry, state_dir: Path, event: Any, **config: Any) -> dict[str, Any]:
+    telemetry = make_telemetry(clock=lambda: FIXED_NOW, strict=True, app_version="2.4.0", **config)
+    telemetry.emit(event)
+    [message] = queued_messages(state_dir)
+    assert_common(message, telemetry.session_id)
+    assert message["distinct_id"] == telemetry.distinct_id
+    return message
+
+
+def assert_common(message: dict[str, Any], session_id: str) -> None:
+    assert UUID_RE.match(message["uuid"]), message["uuid"]
+    assert message["timestamp"] == "2026-03-14T15:09:26.535897+00:00"
+    props = message["properties"]
+    assert props["$session_id"] == session_id
+    assert UUID_RE.match(props["$session_id"])
+    assert props["app_version"] == "2.4.0"
+    assert props["schema_version"] == events.SCHEMA_VERSION
+    assert props["$lib"] == "analytics-telemetry"
+    assert props["$lib_version"] == __version__
+    assert props["$geoip_disable"] is True
+    assert props["environment"] == "production"
+
+
+def test_session_start(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    event = events.SessionStart(
+        app_version="2.4.0",
+        os="Linux",
+        os_version="6.1",
+        arch="x86_64",
+        python_version="3.11.7",
+        machine_id="ab12",
+    )
+    message = emit_one(make_telemetry, state_dir, event)
+    assert message["event"] == "session_started"
+    props = message["properties"]
+    assert (props["os"], props["os_version"], props["arch"]) == ("Linux", "6.1", "x86_64")
+    assert (props["python_version"], props["machine_id"]) == ("3.11.7", "ab12")
+
+
+def test_session_end(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    event = events.SessionEnd(
+        duration_ms=61_000,
+        proposals_created=3,
+        proposals_approved=2,
+        proposals_rejected=1,
+        chat_turns=5,
+        tool_calls=9,
+        errors=1,
+        end_reason="crash",
+    )
+    message = emit_one(make_telemetry, state_dir, event)
+    assert message["event"] == "session_ended"
+    props = message["properties"]
+    expected = {
+        "duration_ms": 61_000,
+        "proposals_created": 3,
+        "proposals_approved": 2,
+        "proposals_rejected": 1,
+        "chat_turns": 5,
+        "tool_calls": 9,
+        "errors": 1,
+        "end_reason": "crash",
+    }
+    assert {key: props[key] for key in expected} == expected
+
+
+def test_workspace_selected_sends_only_a_keyed_hash(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    message = emit_one(
+        make_telemetry,
+        state_dir,
+        events.WorkspaceSelected(workspace_path="/srv/acme/payroll", is_git_repo=True),
+    )
+    assert message["event"] == "workspace_selected"
+    props = message["properties"]
+    assert props["is_git_repo"] is True
+    assert re.fullmatch(r"[0-9a-f]{64}", props["workspace_hash"])
+    assert "workspace_path" not in props
+    assert "payroll" not in str(message)
+
+
+def test_chat_turn_uses_posthog_llm_analytics_schema(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    event = events.ChatTurn(
+        prompt_length=120,
+        response_length=900,
+        model="gpt-4o",
+        latency_ms=812,
+        token_count=1400,
+        input_tokens=1000,
+        output_tokens=400,
+        provider="openai",
+        turn_id="turn-1",
+    )
+    message = emit_one(make_telemetry, state_dir, event)
+    assert message["event"] == "$ai_generation"
+    props = message["properties"]
+    assert props["$ai_model"] == "gpt-4o"
+    assert props["$ai_provider"] == "openai"
+    assert props["$ai_latency"] == pytest.approx(0.812)
+    assert (props["$ai_input_tokens"], props["$ai_output_tokens"]) == (1000, 400)
+    assert props["$ai_trace_id"] == "turn-1"
+    assert props["$ai_is_error"] is False
+    assert (props["prompt_length"], props["response_length"], props["token_count"]) == (120, 900, 1400)
+    assert "$ai_input" not in props
+
+
+def test_tool_call_is_an_ai_span_of_its_turn(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    event = events.ToolCall(
+        tool_name="run_tests", duration_ms=1500, success=False, error_type="TimeoutError", turn_id="t9"
+    )
+    message = emit_one(make_telemetry, state_dir, event)
+    assert message["event"] == "$ai_span"
+    props = message["properties"]
+    assert props["$ai_span_name"] == "run_tests"
+    assert props["$ai_trace_id"] == props["$ai_parent_id"] == "t9"
+    assert uuid.UUID(props["$ai_span_id"])
+    assert props["$ai_latency"] == pytest.approx(1.5)
+    assert props["$ai_is_error"] is True
+    assert props["$ai_error"] == "TimeoutError"
+
+
+def test_proposal_created(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    event = events.ProposalCreated(
+        proposal_id="p-1", file_count=3, total_lines_changed=42, operation="edit_file"
+    )
+    message = emit_one(make_telemetry, state_dir, event)
+    assert message["event"] == "proposal_created"
+    props = message["properties"]
+    assert (props["proposal_id"], props["file_count"], props["total_lines_changed"]) == ("p-1", 3, 42)
+    assert props["operation"] == "edit_file"
+
+
+def test_proposal_decision(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    event = events.ProposalDecision(
+        proposal_id="p-1", decision="rejected", files_approved=0, review_duration_ms=4200
+    )
+    message = emit_one(make_telemetry, state_dir, event)
+    assert message["event"] == "proposal_decided"
+    props = message["properties"]
+    assert (props["proposal_id"], props["decision"]) == ("p-1", "rejected")
+    assert (props["files_approved"], props["review_duration_ms"]) == (0, 4200)
+
+
+def test_error_becomes_a_posthog_exception(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    trace = (
+        "Traceback (most recent call last):\n"
+        '  File "/opt/app/server.py", line 12, in handle\n'
+        "    apply()\n"
+        '  File "/opt/app/proposals.py", line 40, in apply\n'
+        "    raise ValueError('bad diff')\n"
+        "ValueError: bad diff"
+    )
+    event = events.Error(
+        error_type="ValueError",
+        message="bad diff",
+        stack_trace=trace,
+        context={"route": "/apply"},
+        handled=False,
+    )
+    message = emit_one(make_telemetry, state_dir, event)
+    assert message["event"] == "$exception"
+    props = message["properties"]
+    [exception] = props["$exception_list"]
+    assert (exception["type"], exception["value"]) == ("ValueError", "bad diff")
+    assert exception["mechanism"]["handled"] is False
+    frames = exception["stacktrace"]["frames"]
+    assert [(f["filename"], f["function"], f["lineno"]) for f in frames] == [
+        ("server.py", "handle", 12),
+        ("proposals.py", "apply", 40),
+    ]
+    assert props["error_type"] == "ValueError"
+    assert props["context"] == {"route": "/apply"}
+
+
+def test_chat_turn_full_carries_text_only_with_full_content(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    event = events.ChatTurnFull(
+        prompt_length=5,
+        response_length=6,
+        model="gpt-4o",
+        latency_ms=10,
+        turn_id="t1",
+        prompt="hello",
+        response="world!",
+    )
+    message = emit_one(make_telemetry, state_dir, event, full_content=True)
+    assert message["event"] == "$ai_generation"
+    props = message["properties"]
+    assert props["$ai_input"] == [{"role": "user", "content": "hello"}]
+    assert props["$ai_output_choices"] == [{"role": "assistant", "content": "world!"}]
+    assert props["$ai_trace_id"] == "t1"
+
+
+def test_chat_turn_full_without_full_content_drops_the_text_before_the_disk(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    event = events.ChatTurnFull(
+        prompt_length=5, response_length=6, model="gpt-4o", latency_ms=10, prompt="hello", response="world!"
+    )
+    message = emit_one(make_telemetry, state_dir, event)
+    assert message["event"] == "$ai_generation"
+    assert "$ai_input" not in message["properties"]
+    raw = b"".join(p.read_bytes() for p in (state_dir / "queue").iterdir() if p.is_file())
+    assert b"world!" not in raw
+
+
+def test_proposal_diff(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    diff = "--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a = 1\n+a = 2\n"
+    message = emit_one(
+        make_telemetry, state_dir, events.ProposalDiff(proposal_id="p-7", diff=diff), full_content=True
+    )
+    assert message["event"] == "proposal_diff"
+    assert message["properties"]["proposal_id"] == "p-7"
+    assert message["properties"]["diff"] == diff
+
+
+def test_file_snapshot_hashes_the_path(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    event = events.FileSnapshot(
+        file_path="/srv/acme/payroll.py", before="a = 1\n", after="a = 2\n", proposal_id="p-7"
+    )
+    message = emit_one(make_telemetry, state_dir, event, full_content=True)
+    assert message["event"] == "file_snapshot"
+    props = message["properties"]
+    assert (props["before"], props["after"], props["proposal_id"]) == ("a = 1\n", "a = 2\n", "p-7")
+    assert re.fullmatch(r"[0-9a-f]{64}", props["file_hash"])
+    assert "payroll" not in str(message)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        events.ProposalDiff(proposal_id="p", diff="x"),
+        events.FileSnapshot(file_path="/a", before="x", after="y"),
+    ],
+)
+def test_full_content_events_are_dropped_and_counted_when_off(
+    make_telemetry: MakeTelemetry, state_dir: Path, event: events.DomainEvent
+) -> None:
+    telemetry = make_telemetry()
+    telemetry.emit(event)
+    assert queued_messages(state_dir) == []
+    assert telemetry.status().drops["full_content_disabled"] == 1
+
+
+def test_seed_string_form_maps_like_the_model(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    telemetry = make_telemetry(strict=True)
+    telemetry.emit("ToolCall", {"tool_name": "read_file", "duration_ms": 12, "success": True})
+    [message] = queued_messages(state_dir)
+    assert message["event"] == "$ai_span"
+    assert message["properties"]["$ai_span_name"] == "read_file"
+
+
+def test_same_path_spelled_differently_hashes_the_same(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    telemetry = make_telemetry(strict=True)
+    telemetry.emit(events.WorkspaceSelected(workspace_path="/srv/acme/", is_git_repo=False))
+    telemetry.emit(events.WorkspaceSelected(workspace_path="/srv/./acme", is_git_repo=False))
+    first, second = queued_messages(state_dir)
+    assert first["properties"]["workspace_hash"] == second["properties"]["workspace_hash"]
+
+
+def test_uuid7_is_time_ordered_and_versioned() -> None:
+    earlier, later = uuid7(1_700_000_000_000), uuid7(1_700_000_000_001)
+    assert UUID_RE.match(earlier)
+    assert UUID_RE.match(later)
+    assert earlier < later
+    assert int(earlier.replace("-", "")[:12], 16) == 1_700_000_000_000
