@@ -82,24 +82,17 @@ def queued_messages(state_dir: Path) -> list[dict[str, Any]]:
 
 
 def run_python(
-    code: str, *, env: dict[str, str] | None = None, user: int | None = None, timeout: float = 60
+    code: str, *, env: dict[str, str] | None = None, wrapper: list[str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (optionally as another uid), returning its output."""
+    """Run ``code`` in a fresh interpreter (behind ``wrapper``, a command prefix), returning its output."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEMETRY_", "SENTRY_"))}
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(PROJECT_ROOT)
-
-    def drop_privileges() -> None:
-        if user is not None:
-            os.setgid(user)
-            os.setuid(user)
-
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [*(wrapper or []), sys.executable, "-c", textwrap.dedent(code)],
         env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
-        preexec_fn=drop_privileges if user is not None else None,
         check=False,
     )

@@ -103,7 +103,7 @@ _BASE_RULES: Final = (
         _constant(SECRET),
         ("AKIA", "ASIA", "AGPA", "AIDA", "AROA"),
     ),
-    Rule("google_key", _START + r"AIza[0-9A-Za-z_-]{35}", _constant(SECRET), ("AIza",)),
+    Rule("google_key", _START + r"AIza[0-9A-Za-z_-]{30,}", _constant(SECRET), ("AIza",)),
     Rule(
         "stripe_key",
         _START + r"[rs]k_(?:live|test)_[0-9A-Za-z]{16,}",

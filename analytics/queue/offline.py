@@ -75,6 +75,7 @@ class OfflineQueue:
         self._memory: deque[tuple[int, bytes]] = deque()
         self._memory_key = 0
         self._puts_until_check = 0
+        self._bytes_until_check = 0
         self._next_health = 0.0
         self._next_retry = 0.0
         self._identity: tuple[int, int] | None = None
@@ -104,7 +105,9 @@ class OfflineQueue:
                     self._put_memory(record)
                     return
             self._puts_until_check -= 1
-            if self._puts_until_check <= 0:
+            self._bytes_until_check -= len(record)
+            if self._puts_until_check <= 0 or self._bytes_until_check <= 0:
+                self._check_folder(disk)
                 self.enforce_bounds()
             return
         self._put_memory(record)
@@ -209,13 +212,14 @@ class OfflineQueue:
             over = len(disk) - self._bounds.max_events
             if over > 0:
                 self.meta.count_drop("queue_full", disk.drop_oldest(over))
-            self._drop_over_bytes(disk)
+            volume = self._drop_over_bytes(disk)
             headroom = self._bounds.max_events - len(disk)
         except STORE_ERRORS as exc:
             self._disk_failed(disk, exc)
             return
-        # Check on every append near the bound, rarely when far from it.
+        # Check on every append near a bound, rarely when far from both.
         self._puts_until_check = max(1, min(MAX_PUTS_BETWEEN_CHECKS, headroom))
+        self._bytes_until_check = max(1, self._bounds.max_bytes - volume)
 
     def _drop_too_old(self, disk: DiskQueue) -> None:
         cutoff = self._clock() - self._bounds.max_age_seconds
@@ -233,16 +237,19 @@ class OfflineQueue:
             if len(stale) < len(batch):
                 return
 
-    def _drop_over_bytes(self, disk: DiskQueue) -> None:
+    def _drop_over_bytes(self, disk: DiskQueue) -> int:
+        """Drop the oldest until the queue fits its byte bound; returns the volume left."""
+        volume = disk.volume()
         for _ in range(64):
-            volume = disk.volume()
             depth = len(disk)
             if volume <= self._bounds.max_bytes or depth == 0:
-                return
+                break
             # Drop in proportion to the excess, a little more so the file's free pages are reused.
             share = (volume - self._bounds.max_bytes) / volume
             count = max(1, int(depth * share * 1.1))
             self.meta.count_drop("queue_bytes", disk.drop_oldest(count))
+            volume = disk.volume()
+        return volume
 
     # -- failures ------------------------------------------------------------------------------
 
