@@ -1,0 +1,83 @@
+"""start(), shutdown() and set_enabled(): the session's bookends and the run-time opt-out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from analytics import Analytics, TelemetryConfig, events
+from tests.conftest import MakeTelemetry, queued_messages
+
+
+def test_start_and_shutdown_bracket_the_session(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    telemetry = make_telemetry(app_version="3.1.0", machine_id="raw-machine-id-123", strict=True)
+    telemetry.start()
+    telemetry.start()  # a second start is a no-op
+    telemetry.emit(events.ChatTurn(prompt_length=1, response_length=1, model="m", latency_ms=1))
+    telemetry.emit(
+        events.ProposalCreated(proposal_id="p", file_count=1, total_lines_changed=1, operation="edit")
+    )
+    telemetry.emit(events.ProposalDecision(proposal_id="p", decision="approved"))
+    telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    telemetry.shutdown()
+    messages = queued_messages(state_dir)
+    assert [m["event"] for m in messages] == [
+        "session_started",
+        "$ai_generation",
+        "proposal_created",
+        "proposal_decided",
+        "$ai_span",
+        "session_ended",
+    ]
+    start, end = messages[0]["properties"], messages[-1]["properties"]
+    assert start["app_version"] == "3.1.0"
+    assert start["machine_id"] != "raw-machine-id-123"
+    assert len(start["machine_id"]) == 64
+    assert "raw-machine-id-123" not in str(messages)
+    assert end["end_reason"] == "shutdown"
+    assert (end["chat_turns"], end["tool_calls"], end["proposals_created"], end["proposals_approved"]) == (
+        1,
+        1,
+        1,
+        1,
+    )
+    assert {m["properties"]["$session_id"] for m in messages} == {telemetry.session_id}
+
+
+def test_set_enabled_false_purges_and_stays_off(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    telemetry = make_telemetry()
+    telemetry.start()
+    for _ in range(10):
+        telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    telemetry.set_enabled(False)
+    assert not telemetry.enabled
+    assert sorted(p.name for p in state_dir.iterdir()) == ["opted-out"]  # queue, identity, counters gone
+    telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    assert sorted(p.name for p in state_dir.iterdir()) == ["opted-out"]
+
+    # The next start of the app stays off, and says why.
+    again = Analytics(TelemetryConfig.from_env({}, state_dir=state_dir))
+    assert not again.enabled
+    assert again.disabled_reason == "opted out (set_enabled(False))"
+    again.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    assert sorted(p.name for p in state_dir.iterdir()) == ["opted-out"]
+
+
+def test_opting_back_in_starts_a_fresh_identity(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    telemetry = make_telemetry()
+    telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    old_id = (state_dir / "install_id").read_text()
+    telemetry.set_enabled(False)
+    telemetry.set_enabled(True)
+    assert telemetry.enabled
+    telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    [message] = queued_messages(state_dir)
+    assert message["distinct_id"] != old_id
+    assert not (state_dir / "opted-out").exists()
+
+
+def test_set_enabled_true_does_not_override_the_environment(state_dir: Path) -> None:
+    telemetry = Analytics(TelemetryConfig.from_env({"DO_NOT_TRACK": "1"}, state_dir=state_dir))
+    telemetry.set_enabled(True)
+    assert not telemetry.enabled
+    assert telemetry.disabled_reason == "DO_NOT_TRACK=1"
+    assert not state_dir.exists()
