@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from analytics import events as ev
 from analytics.mapping import uuid7
@@ -55,16 +55,10 @@ class Session:
 
     def end_event(self, end_reason: str) -> ev.SessionEnd:
         with self.lock:
-            counts = self.counters
             return ev.SessionEnd(
                 duration_ms=self.duration_ms(),
-                proposals_created=counts.proposals_created,
-                proposals_approved=counts.proposals_approved,
-                proposals_rejected=counts.proposals_rejected,
-                chat_turns=counts.chat_turns,
-                tool_calls=counts.tool_calls,
-                errors=counts.errors,
                 end_reason="crash" if end_reason == "crash" else "shutdown",
+                **asdict(self.counters),
             )
 
 

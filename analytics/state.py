@@ -21,8 +21,6 @@ class StateFolder:
         self.root = root
         self.queue_dir = root / "queue"
         self.meta_dir = root / "meta"
-        self.dead_letter_dir = root / "dead-letters"
-        self.archive_dir = root / "archive"
         self.opt_out_marker = root / OPT_OUT_MARKER
 
     def ensure(self) -> None:

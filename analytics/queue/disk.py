@@ -68,12 +68,23 @@ class DiskQueue:
 
     def peek(self, limit: int) -> list[tuple[int, bytes]]:
         """The oldest ``limit`` records, left in place."""
-        batch = []
+        batch: list[tuple[int, bytes]] = []
         for key in self.keys(limit):
             value = self._cache.get(key)
             if value is not None:  # acknowledged by another process since we listed it
                 batch.append((key, bytes(value)))
         return batch
+
+    def newest(self, count: int) -> list[tuple[int, bytes]]:
+        """The newest ``count`` records, oldest of them first."""
+        batch: list[tuple[int, bytes]] = []
+        for key in self._cache.iterkeys(reverse=True):
+            if len(batch) >= count:
+                break
+            value = self._cache.get(key)
+            if value is not None:
+                batch.append((key, bytes(value)))
+        return batch[::-1]
 
     def iter_all(self) -> Iterator[tuple[int, bytes]]:
         for key in self._cache.iterkeys():

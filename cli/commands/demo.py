@@ -6,6 +6,8 @@ import json
 import random
 
 from analytics import Analytics, events
+from analytics.queue import DiskQueue
+from analytics.state import StateFolder
 from analytics.status import build_status
 
 from ..options import JsonOption, StateDirOption, load_config
@@ -22,7 +24,7 @@ def demo(json_output: JsonOption = False, state_dir: StateDirOption = None) -> N
     emitted = simulate_session(telemetry, seed=7)
     telemetry.shutdown()
     report = build_status(config, disabled_reason=None)
-    sample = _last_messages(telemetry, config, 3)
+    sample = _last_messages(telemetry, 3)
     summary = {
         "emitted": emitted + 2,  # plus SessionStart and SessionEnd
         "queued_before": before,
@@ -107,16 +109,12 @@ def simulate_session(telemetry: Analytics, *, seed: int) -> int:
     return count + 1
 
 
-def _last_messages(telemetry: Analytics, config: object, count: int) -> list[object]:
-    from analytics.queue import DiskQueue
-    from analytics.state import StateFolder
-
+def _last_messages(telemetry: Analytics, count: int) -> list[object]:
     state = StateFolder(telemetry.config.resolved_state_dir)
     if not state.queue_dir.is_dir():
         return []
     disk = DiskQueue(state.queue_dir)
     try:
-        keys = disk.keys()[-count:]
-        return [json.loads(record) for _key, record in disk.peek(len(disk)) if _key in keys]
+        return [json.loads(record) for _key, record in disk.newest(count)]
     finally:
         disk.close()
