@@ -8,6 +8,7 @@ through. Nothing is opened, written or started until the first use, and never wh
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -18,15 +19,25 @@ from typing import Any
 from analytics import events as ev
 from analytics._guard import guard
 from analytics.config import TelemetryConfig
+from analytics.delivery.lease import UploadLease
+from analytics.delivery.retry import RetryPolicy
+from analytics.delivery.uploader import Uploader
 from analytics.mapping import EventRefused, MappingContext, to_posthog_message
 from analytics.privacy.identity import InstallIdentity, load_or_create_identity, restore_identity
 from analytics.privacy.scrubber import Scrubber
 from analytics.queue import OfflineQueue, QueueBounds
+from analytics.queue.dead_letters import DeadLetterStore
 from analytics.session import Session, session_start_event
+from analytics.sinks.archive import ArchiveSink
+from analytics.sinks.base import Sink
+from analytics.sinks.posthog import PostHogSink
 from analytics.state import StateFolder
 from analytics.status import StatusReport, build_status
 
 logger = logging.getLogger(__name__)
+
+# Longer than one upload request may take, so opting out waits for the request in flight.
+OPT_OUT_STOP_TIMEOUT = 15.0
 
 
 @dataclass
@@ -49,12 +60,20 @@ class Analytics:
     """
 
     def __init__(
-        self, config: TelemetryConfig | None = None, *, clock: Callable[[], float] = time.time
+        self,
+        config: TelemetryConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        retry_policy: RetryPolicy | None = None,
+        upload_interval: float = 1.0,
     ) -> None:
         self.config = config if config is not None else TelemetryConfig.from_env()
         self._clock = clock
+        self._retry_policy = retry_policy or RetryPolicy()
+        self._upload_interval = upload_interval
         self._lock = threading.RLock()
         self._runtime: _Runtime | None = None
+        self._uploader: Uploader | None = None
         self._session = Session()
         self._started = False
         self._logged_refusals: set[tuple[str, str]] = set()
@@ -90,7 +109,7 @@ class Analytics:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Begin the session: SessionStart with the automatic fields."""
+        """Begin the session: SessionStart with the automatic fields, then the uploader thread."""
         if not self._enabled:
             return
         with guard("start"):
@@ -102,9 +121,24 @@ class Analytics:
             machine_id = self.config.machine_id
             hashed = runtime.identity.keyed_hash(machine_id.get_secret_value()) if machine_id else None
             self._append(session_start_event(self.config.app_version, hashed))
+            self._ensure_uploader().start()
+            atexit.register(self._at_exit)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Deliver what is queued, waiting at most ``timeout`` seconds; True when nothing is left.
+
+        Blocks the calling thread (from async code, run it in a thread: ``asyncio.to_thread``).
+        """
+        if not self._enabled:
+            return True
+        delivered = False
+        with guard("flush"):
+            delivered = self._ensure_uploader().flush(timeout)
+        return delivered
 
     def shutdown(self, timeout: float = 3.0) -> None:
-        """End the session (SessionEnd) and close the queue; what is queued stays on disk."""
+        """End the session (SessionEnd), flush within ``timeout``, stop the thread; what is not
+        delivered by then stays on disk for the next start."""
         if not self._enabled:
             return
         with guard("shutdown"):
@@ -112,7 +146,15 @@ class Analytics:
                 started, self._started = self._started, False
             if started:
                 self._append(self._session.end_event("shutdown"))
+                atexit.unregister(self._at_exit)
+            uploader, self._uploader = self._uploader, None
+            if uploader is not None:
+                uploader.shutdown(timeout)
             self._close()
+
+    def _at_exit(self) -> None:
+        # The interpreter is going away: a short, bounded flush, then everything else waits on disk.
+        self.shutdown(timeout=2.0)
 
     def set_enabled(self, enabled: bool) -> None:
         """Opt in or out at run time. Opting out deletes the queue and the state, keeping only the
@@ -124,6 +166,11 @@ class Analytics:
                     self._enabled = False
                     self._disabled_reason = "opted out (set_enabled(False))"
                     self._started = False
+                    uploader, self._uploader = self._uploader, None
+                    if uploader is not None:
+                        # Let a cycle in flight finish first: nothing may be written after the purge.
+                        uploader.stop(timeout=OPT_OUT_STOP_TIMEOUT)
+                        uploader.close()
                     self._close()
                     state.purge()
                     state.write_opt_out("set_enabled(False)\n")
@@ -218,11 +265,42 @@ class Analytics:
             self._runtime = _Runtime(state, identity, queue, context)
             return self._runtime
 
+    def _ensure_uploader(self) -> Uploader:
+        with self._lock:
+            if self._uploader is not None:
+                return self._uploader
+            runtime = self._runtime or self._ensure_runtime()
+            state = runtime.state
+            sink, unavailable = _make_sink(self.config, state, self._clock)
+            self._uploader = Uploader(
+                runtime.queue,
+                sink,
+                lease=UploadLease(state.lease_path),
+                dead_letters=lambda: DeadLetterStore(state.dead_letter_dir),
+                policy=self._retry_policy,
+                max_age_seconds=self.config.max_event_age_seconds,
+                interval=self._upload_interval,
+                clock=self._clock,
+                unavailable_reason=unavailable,
+            )
+            return self._uploader
+
     def _close(self) -> None:
         with self._lock:
             runtime, self._runtime = self._runtime, None
         if runtime is not None:
             runtime.queue.close()
+
+
+def _make_sink(
+    config: TelemetryConfig, state: StateFolder, clock: Callable[[], float]
+) -> tuple[Sink | None, str | None]:
+    """PostHog when a host is configured, else the local archive; (None, why) when it cannot work."""
+    if config.endpoint:
+        if config.token is None:
+            return None, "TELEMETRY_ENDPOINT is set but TELEMETRY_TOKEN is not"
+        return PostHogSink(config.endpoint, config.token.get_secret_value(), now=clock), None
+    return ArchiveSink(state.archive_dir), None
 
 
 def _identity_or_ephemeral(state: StateFolder) -> InstallIdentity:

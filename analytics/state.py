@@ -21,6 +21,9 @@ class StateFolder:
         self.root = root
         self.queue_dir = root / "queue"
         self.meta_dir = root / "meta"
+        self.dead_letter_dir = root / "dead-letters"
+        self.archive_dir = root / "archive"
+        self.lease_path = root / "upload.lock"
         self.opt_out_marker = root / OPT_OUT_MARKER
 
     def ensure(self) -> None:

@@ -29,6 +29,11 @@ class StatusReport:
     oldest_event_age_seconds: float | None
     storage: str
     drops: dict[str, int]
+    last_delivery: dict[str, Any] | None = None
+    last_error: dict[str, Any] | None = None
+    paused: dict[str, Any] | None = None
+    dead_letters: int = 0
+    archived_events: int = 0
     problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,8 +53,9 @@ def build_status(
     problem = None
     if queue is not None:
         stats = queue.stats()
+        facts = _facts(queue.meta)
     else:
-        stats, problem = read_queue_stats(state)
+        stats, facts, problem = read_queue_stats(state)
     return StatusReport(
         enabled=disabled_reason is None,
         disabled_reason=disabled_reason,
@@ -62,27 +68,62 @@ def build_status(
         oldest_event_age_seconds=stats.oldest_age_seconds,
         storage=stats.storage,
         drops=stats.drops,
+        last_delivery=facts.get("last_delivery"),
+        last_error=facts.get("last_error"),
+        paused=facts.get("paused"),
+        dead_letters=_count_dead_letters(state),
+        archived_events=count_archived(state),
         problem=problem,
     )
 
 
-def read_queue_stats(state: StateFolder) -> tuple[QueueStats, str | None]:
-    """Stats of a queue folder without a running app; ``(stats, problem)``."""
+def _facts(meta: MetaStore) -> dict[str, Any]:
+    return {key: meta.fact(key) for key in ("last_delivery", "last_error", "paused")}
+
+
+def _count_dead_letters(state: StateFolder) -> int:
+    if not state.dead_letter_dir.is_dir():
+        return 0
+    from analytics.queue.dead_letters import DeadLetterStore
+
+    try:
+        store = DeadLetterStore(state.dead_letter_dir)
+    except STORE_ERRORS:
+        return 0
+    try:
+        return len(store)
+    finally:
+        store.close()
+
+
+def count_archived(state: StateFolder) -> int:
+    """Events in the local archive (lines of its JSONL files)."""
+    if not state.archive_dir.is_dir():
+        return 0
+    total = 0
+    for path in state.archive_dir.glob("*.jsonl"):
+        with path.open("rb") as handle:
+            total += sum(1 for _ in handle)
+    return total
+
+
+def read_queue_stats(state: StateFolder) -> tuple[QueueStats, dict[str, Any], str | None]:
+    """Stats of a queue folder without a running app; ``(stats, delivery facts, problem)``."""
     from analytics.queue import QueueStats
 
     meta = MetaStore(state.meta_dir if state.meta_dir.is_dir() else None)
-    drops = meta.drops()
+    drops, facts = meta.drops(), _facts(meta)
     meta.close()
     if not state.queue_dir.is_dir():
-        return QueueStats(0, 0, None, "disk", drops), None
+        return QueueStats(0, 0, None, "disk", drops), facts, None
     try:
         disk = DiskQueue(state.queue_dir)
     except STORE_ERRORS as exc:
-        return QueueStats(0, 0, None, "unreadable", drops), f"queue unreadable: {exc}"
+        return QueueStats(0, 0, None, "unreadable", drops), facts, f"queue unreadable: {exc}"
     try:
         oldest = disk.oldest_timestamp()
         age = None if oldest is None else max(0.0, time.time() - oldest)
-        return QueueStats(len(disk), disk.volume(), age, "disk", drops), None
+        return QueueStats(len(disk), disk.volume(), age, "disk", drops), facts, None
     finally:
         disk.close()
 

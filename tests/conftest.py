@@ -81,6 +81,16 @@ def queued_messages(state_dir: Path) -> list[dict[str, Any]]:
         disk.close()
 
 
+def archived_messages(state_dir: Path) -> list[dict[str, Any]]:
+    """Every message in the local archive, in file order."""
+    folder = StateFolder(state_dir).archive_dir
+    if not folder.is_dir():
+        return []
+    return [
+        json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines()
+    ]
+
+
 def run_python(
     code: str, *, env: dict[str, str] | None = None, wrapper: list[str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

@@ -111,7 +111,10 @@ def test_demo_then_status_agree(tmp_path: Path) -> None:
     status = cli("status", "--json", "--state-dir", str(state))
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert summary["queued_now"] == report["queue_depth"] == summary["emitted"]
+    assert summary["emitted"] == summary["delivered"] == summary["archived_events"] == 24
+    assert report["queue_depth"] == summary["queued_now"] == 0
+    assert report["archived_events"] == summary["archived_events"]
+    assert report["last_delivery"]["events"] > 0
     assert summary["sample"][-1]["event"] == "session_ended"
     assert "token=<secret>" in json.dumps(summary["sample"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analytics import Analytics, TelemetryConfig, events
-from tests.conftest import MakeTelemetry, queued_messages
+from tests.conftest import MakeTelemetry, archived_messages, queued_messages
 
 
 def test_start_and_shutdown_bracket_the_session(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
@@ -19,7 +19,8 @@ def test_start_and_shutdown_bracket_the_session(make_telemetry: MakeTelemetry, s
     telemetry.emit(events.ProposalDecision(proposal_id="p", decision="approved"))
     telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
     telemetry.shutdown()
-    messages = queued_messages(state_dir)
+    assert queued_messages(state_dir) == []  # shutdown delivered everything to the local archive
+    messages = archived_messages(state_dir)
     assert [m["event"] for m in messages] == [
         "session_started",
         "$ai_generation",

@@ -1,12 +1,13 @@
-"""``analytics demo``: a realistic app session through the real adapter."""
+"""``analytics demo``: a realistic app session through the real adapter, delivered for real."""
 
 from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 from analytics import Analytics, events
-from analytics.queue import DiskQueue
+from analytics.sinks.archive import read_archive
 from analytics.state import StateFolder
 from analytics.status import build_status
 
@@ -15,23 +16,26 @@ from ..output import emit_fields, emit_json, emit_table, fail
 
 
 def demo(json_output: JsonOption = False, state_dir: StateDirOption = None) -> None:
-    """Simulate a session (chat turns, tool calls, proposals, an error) and show what was queued."""
+    """Simulate a session (chat turns, tool calls, proposals, an error), deliver it, show the result."""
     config = load_config(state_dir)
     if not config.is_enabled:
         fail(f"telemetry is disabled ({config.disabled_reason}); unset it to run the demo")
+    before = build_status(config, disabled_reason=None)
     telemetry = Analytics(config)
-    before = build_status(config, disabled_reason=None).queue_depth
-    emitted = simulate_session(telemetry, seed=7)
-    telemetry.shutdown()
+    emitted = simulate_session(telemetry, seed=7) + 2  # plus SessionStart and SessionEnd
+    session_id = telemetry.session_id
+    telemetry.shutdown(timeout=10.0)  # SessionEnd, then delivery within 10 s
     report = build_status(config, disabled_reason=None)
-    sample = _last_messages(telemetry, 3)
-    summary = {
-        "emitted": emitted + 2,  # plus SessionStart and SessionEnd
-        "queued_before": before,
+    destination = report.posthog_host or "local archive"
+    summary: dict[str, Any] = {
+        "emitted": emitted,
+        # Everything that left the queue: this session, plus any backlog an earlier run left.
+        "delivered": before.queue_depth + emitted - report.queue_depth,
         "queued_now": report.queue_depth,
+        "destination": destination,
         "state_dir": report.state_dir,
-        "destination": report.posthog_host or "local archive",
-        "sample": sample,
+        "archived_events": report.archived_events - before.archived_events,
+        "sample": _session_sample(StateFolder(config.resolved_state_dir), session_id, 3),
     }
     if json_output:
         emit_json(summary)
@@ -39,15 +43,15 @@ def demo(json_output: JsonOption = False, state_dir: StateDirOption = None) -> N
     emit_fields(
         "analytics demo",
         [
-            ("events emitted", summary["emitted"]),
-            ("queued before / now", f"{before:,} / {report.queue_depth:,}"),
+            ("events emitted", emitted),
+            ("delivered to", f"{destination} ({summary['delivered']} events)"),
+            ("still queued", report.queue_depth),
             ("state folder", report.state_dir),
-            ("destination", summary["destination"]),
         ],
     )
-    emit_table(
-        "Last queued messages (exactly what would be sent)", ["message"], [(json.dumps(m),) for m in sample]
-    )
+    if summary["sample"]:
+        rows = [(json.dumps(message),) for message in summary["sample"]]
+        emit_table("Last archived messages (exactly what was sent)", ["message"], rows)
 
 
 def simulate_session(telemetry: Analytics, *, seed: int) -> int:
@@ -109,12 +113,8 @@ def simulate_session(telemetry: Analytics, *, seed: int) -> int:
     return count + 1
 
 
-def _last_messages(telemetry: Analytics, count: int) -> list[object]:
-    state = StateFolder(telemetry.config.resolved_state_dir)
-    if not state.queue_dir.is_dir():
-        return []
-    disk = DiskQueue(state.queue_dir)
-    try:
-        return [json.loads(record) for _key, record in disk.newest(count)]
-    finally:
-        disk.close()
+def _session_sample(state: StateFolder, session_id: str, count: int) -> list[Any]:
+    mine = [
+        m for m in read_archive(state.archive_dir) if m.get("properties", {}).get("$session_id") == session_id
+    ]
+    return mine[-count:]

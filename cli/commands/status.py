@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from analytics.status import build_status
 
 from ..options import JsonOption, StateDirOption, load_config
@@ -26,7 +29,35 @@ def status(json_output: JsonOption = False, state_dir: StateDirOption = None) ->
             ("queue size on disk", f"{report.queue_bytes:,} bytes"),
             ("oldest queued event", "-" if age is None else f"{age:,.0f} s ago"),
             ("storage", report.storage),
+            ("last delivery", _when(report.last_delivery)),
+            ("last error", _error(report.last_error)),
+            ("paused", _paused(report.paused)),
+            ("dead letters", report.dead_letters),
+            ("archived events", report.archived_events if report.destination == "archive" else "-"),
         ]
         + ([("problem", report.problem)] if report.problem else []),
     )
     emit_table("Dropped events", ["reason", "count"], sorted(report.drops.items()))
+
+
+def _when(delivery: dict[str, Any] | None) -> str:
+    if not delivery:
+        return "never"
+    return f"{_ago(delivery['at'])} ({delivery['events']} events)"
+
+
+def _error(error: dict[str, Any] | None) -> str:
+    if not error:
+        return "-"
+    status = f"HTTP {error['status']}" if error.get("status") else "no answer"
+    return f"{status}: {error.get('detail') or ''} ({_ago(error['at'])})"
+
+
+def _paused(paused: dict[str, Any] | None) -> str:
+    if not paused:
+        return "no"
+    return f"yes: {paused.get('reason') or paused.get('status')} (since {_ago(paused['at'])})"
+
+
+def _ago(at: float) -> str:
+    return f"{max(0.0, time.time() - at):,.0f} s ago"

@@ -1,0 +1,1 @@
+"""Delivery: the uploader thread, its retry policy and the cross-process upload lease."""

@@ -1,0 +1,87 @@
+"""UploadLease: at most one process uploads from a queue at a time.
+
+An advisory lock on ``<state>/upload.lock`` (``flock`` on POSIX, ``msvcrt.locking`` on Windows),
+taken for one upload cycle (peek, send, acknowledge) and released after. The operating system
+drops it when its holder dies, even by ``kill -9``, so a crashed app never blocks the next one.
+The file names the holder, so ``analytics replay`` can say who has it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class UploadLease:
+    def __init__(self, path: Path, *, owner: str | None = None) -> None:
+        self.path = path
+        self._owner = owner or f"pid {os.getpid()} ({os.path.basename(sys.argv[0]) or 'python'})"
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[bool]:
+        """Try to take the lease without waiting; yields whether it is ours for the block."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            yield False
+            return
+        try:
+            if not _try_lock(fd):
+                yield False
+                return
+            try:
+                _write_owner(fd, f"{self._owner} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+                yield True
+            finally:
+                _unlock(fd)
+        finally:
+            os.close(fd)
+
+    def holder(self) -> str | None:
+        """Who holds the lease now, or None when it is free."""
+        with self.hold() as ours:
+            if ours:
+                return None
+        try:
+            return self.path.read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
+
+def _write_owner(fd: int, text: str) -> None:
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0) if hasattr(os, "pwrite") else os.write(fd, text.encode())
+
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

@@ -1,0 +1,276 @@
+"""The uploader: peek a batch, export it, acknowledge what was accepted. Nothing leaves the queue
+before the sink accepted it; a retry re-sends the very same bytes (same uuid, event, timestamp).
+
+One cycle runs under the cross-process lease and an in-process lock, whether the background
+thread runs it or ``flush()`` does in the caller's thread, so no event is sent twice in normal
+operation. The thread sleeps on an Event: while offline it wakes only when the backoff says so.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from analytics.delivery.lease import UploadLease
+from analytics.delivery.retry import RetryPolicy
+from analytics.queue import OfflineQueue
+from analytics.queue.dead_letters import DeadLetterStore
+from analytics.queue.disk import record_timestamp
+from analytics.sinks.base import ExportResult, Outcome, Sink
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_EVENTS = 500
+# PostHog accepts 20 MB a request; staying well under it leaves room for JSON framing and keeps
+# a retry cheap on a slow link.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
+class Step(enum.Enum):
+    SENT = "sent"  # a batch went out; there may be more
+    EMPTY = "empty"  # nothing to send
+    BACKOFF = "backoff"  # the sink said "not now"
+    PAUSED = "paused"  # the token was refused; waiting a long while
+    BUSY = "busy"  # another process holds the upload lease
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    step: Step
+    delay: float = 0.0
+
+
+class Uploader:
+    def __init__(
+        self,
+        queue: OfflineQueue,
+        sink: Sink | None,
+        *,
+        lease: UploadLease,
+        dead_letters: Callable[[], DeadLetterStore],
+        policy: RetryPolicy | None = None,
+        max_age_seconds: float = 30 * 86_400,
+        interval: float = 1.0,
+        request_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        unavailable_reason: str | None = None,
+    ) -> None:
+        self._queue = queue
+        self._sink = sink
+        self._lease = lease
+        self._dead_letters_factory = dead_letters
+        self._dead_letters: DeadLetterStore | None = None
+        self._policy = policy or RetryPolicy()
+        self._max_age = max_age_seconds
+        self._interval = interval
+        self._request_timeout = request_timeout
+        self._clock = clock
+        self._unavailable_reason = unavailable_reason
+        self._cycle_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._attempt = 0
+        self._not_before = 0.0  # monotonic time before which the sink is not asked again
+        self._pid = os.getpid()
+        _forget_thread_in_child(self)
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="analytics-uploader", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                result = self.run_cycle(self._request_timeout)
+            except Exception:  # the thread must outlive any bug; the guard's log says what happened
+                logger.exception("telemetry upload cycle failed")
+                result = CycleResult(Step.BACKOFF, self._policy.cap)
+            if result.step is Step.SENT:
+                continue
+            wait = self._interval if result.step in (Step.EMPTY, Step.BUSY) else result.delay
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    # -- flush and shutdown ----------------------------------------------------------------------
+
+    def flush(self, timeout: float) -> bool:
+        """Deliver what is queued now, within ``timeout`` seconds; True when the queue is empty."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._not_before = 0.0  # an explicit flush tries now, whatever the backoff said
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return len(self._queue) == 0
+            result = self.run_cycle(min(self._request_timeout, remaining))
+            if result.step is Step.EMPTY:
+                return True
+            if result.step is Step.SENT:
+                continue
+            pause = min(result.delay if result.step is not Step.BUSY else 0.05, deadline - time.monotonic())
+            if pause > 0:
+                time.sleep(pause)
+
+    def stop(self, timeout: float) -> None:
+        """Stop the thread, waiting up to ``timeout`` for a cycle in flight to finish."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, timeout))
+        self._thread = None
+
+    def close(self) -> None:
+        """Release the sink and the dead-letter store (after stop or shutdown)."""
+        if self._sink is not None:
+            self._sink.shutdown()
+        if self._dead_letters is not None:
+            self._dead_letters.close()
+            self._dead_letters = None
+
+    def shutdown(self, timeout: float) -> bool:
+        """Stop the thread and flush what is left within ``timeout``; the rest stays on disk."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        self.stop(timeout)
+        delivered = self.flush(max(0.0, deadline - time.monotonic()))
+        self.close()
+        return delivered
+
+    # -- one cycle -----------------------------------------------------------------------------
+
+    def run_cycle(self, timeout: float) -> CycleResult:
+        """Send at most one batch. Safe to call from any thread and any process."""
+        now = time.monotonic()
+        if now < self._not_before:
+            step = Step.PAUSED if self._queue.meta.fact("paused") else Step.BACKOFF
+            return CycleResult(step, self._not_before - now) if len(self._queue) else CycleResult(Step.EMPTY)
+        if self._sink is None:
+            if len(self._queue) == 0:
+                return CycleResult(Step.EMPTY)
+            if not self._queue.meta.fact("paused"):
+                paused = {"at": self._clock(), "status": None, "reason": self._unavailable_reason}
+                self._queue.meta.set_fact("paused", paused)
+            return CycleResult(Step.PAUSED, self._policy.paused_delay)
+        with self._cycle_lock, self._lease.hold() as ours:
+            if not ours:
+                return CycleResult(Step.BUSY)
+            batch = self._next_batch()
+            if not batch:
+                return CycleResult(Step.EMPTY)
+            return self._deliver(batch, timeout)
+
+    def _next_batch(self) -> list[tuple[int, bytes]]:
+        batch: list[tuple[int, bytes]] = []
+        size = 0
+        stale: list[int] = []
+        cutoff = self._clock() - self._max_age
+        for key, record in self._queue.peek(MAX_BATCH_EVENTS):
+            stamp = record_timestamp(record)
+            if stamp is not None and stamp < cutoff:
+                stale.append(key)
+                continue
+            if batch and size + len(record) > MAX_BATCH_BYTES:
+                break
+            batch.append((key, record))
+            size += len(record)
+        if stale:
+            self._queue.meta.count_drop("too_old", self._queue.ack(stale))
+        return batch
+
+    def _deliver(self, batch: list[tuple[int, bytes]], timeout: float) -> CycleResult:
+        assert self._sink is not None
+        result = self._sink.export([record for _key, record in batch], timeout)
+        outcome = result.outcome
+        if outcome is Outcome.SUCCESS:
+            self._queue.ack([key for key, _record in batch])
+            self._succeeded(len(batch))
+            return CycleResult(Step.SENT)
+        if outcome in (Outcome.SPLIT, Outcome.REJECTED):
+            if len(batch) == 1:
+                self._dead_letter(batch[0], result)
+                return CycleResult(Step.SENT)
+            middle = len(batch) // 2
+            # Halves go one after the other; if either must wait, what is left stays queued.
+            for half in (batch[:middle], batch[middle:]):
+                step = self._deliver(half, timeout)
+                if step.step is not Step.SENT:
+                    return step
+            return CycleResult(Step.SENT)
+        if outcome is Outcome.UNAUTHORIZED:
+            return self._pause(result)
+        return self._back_off(result)
+
+    def _succeeded(self, count: int) -> None:
+        self._attempt = 0
+        meta = self._queue.meta
+        if meta.fact("paused") or meta.fact("last_error"):
+            meta.set_fact("paused", None)
+            meta.set_fact("last_error", None)
+        meta.set_fact("last_delivery", {"at": self._clock(), "events": count})
+
+    def _back_off(self, result: ExportResult) -> CycleResult:
+        self._attempt += 1
+        delay = self._policy.next_delay(self._attempt, result.retry_after)
+        self._not_before = time.monotonic() + delay
+        self._queue.meta.set_fact(
+            "last_error",
+            {"at": self._clock(), "status": result.status, "detail": result.detail, "retry_in": delay},
+        )
+        logger.debug("telemetry delivery deferred %.1fs: %s", delay, result.detail or result.status)
+        return CycleResult(Step.BACKOFF, delay)
+
+    def _pause(self, result: ExportResult) -> CycleResult:
+        delay = self._policy.paused_delay
+        self._not_before = time.monotonic() + delay
+        paused = {"at": self._clock(), "status": result.status, "reason": result.detail}
+        if not self._queue.meta.fact("paused"):
+            logger.warning(
+                "telemetry delivery paused: PostHog answered %s (%s)", result.status, result.detail
+            )
+        self._queue.meta.set_fact("paused", paused)
+        return CycleResult(Step.PAUSED, delay)
+
+    def _dead_letter(self, item: tuple[int, bytes], result: ExportResult) -> None:
+        key, record = item
+        if self._dead_letters is None:
+            self._dead_letters = self._dead_letters_factory()
+        reason = f"HTTP {result.status}: {result.detail}" if result.status else result.detail
+        self._dead_letters.add(record, reason=reason, status=result.status, now=self._clock())
+        self._queue.ack([key])
+        logger.warning("telemetry event refused by PostHog and kept as a dead letter: %s", reason)
+
+
+def _forget_thread_in_child(uploader: Uploader) -> None:
+    """A forked child inherits the uploader object but not its thread: mark it stopped, with fresh
+    locks (one held by the parent's thread at fork time would otherwise never be released)."""
+    ref = weakref.ref(uploader)
+
+    def reset() -> None:
+        target = ref()
+        if target is not None and target._pid != os.getpid():
+            target._pid = os.getpid()
+            target._thread = None
+            target._cycle_lock = threading.Lock()
+            target._wake = threading.Event()
+            target._stop = threading.Event()
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=reset)
