@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit crash-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+crash-soak: $(STAMP)
+	$(BIN)/python bench/crash_soak.py --kills 100
 
 clean:
 	rm -rf $(VENV) .demo-state .pytest_cache .mypy_cache .ruff_cache

@@ -53,6 +53,9 @@ class _Runtime:
 class Analytics:
     """Offline-safe telemetry for one app process.
 
+    ``sink`` replaces the destination the config names (for tests: ``analytics.testing.InMemorySink``);
+    ``retry_policy`` and ``upload_interval`` tune delivery.
+
     >>> telemetry = Analytics(TelemetryConfig(enabled=False))
     >>> telemetry.emit("ToolCall", {"tool_name": "read_file", "duration_ms": 12, "success": True})
     >>> telemetry.enabled
@@ -66,11 +69,13 @@ class Analytics:
         clock: Callable[[], float] = time.time,
         retry_policy: RetryPolicy | None = None,
         upload_interval: float = 1.0,
+        sink: Sink | None = None,
     ) -> None:
         self.config = config if config is not None else TelemetryConfig.from_env()
         self._clock = clock
         self._retry_policy = retry_policy or RetryPolicy()
         self._upload_interval = upload_interval
+        self._sink_override = sink
         self._lock = threading.RLock()
         self._runtime: _Runtime | None = None
         self._uploader: Uploader | None = None
@@ -271,7 +276,11 @@ class Analytics:
                 return self._uploader
             runtime = self._runtime or self._ensure_runtime()
             state = runtime.state
-            sink, unavailable = _make_sink(self.config, state, self._clock)
+            sink, unavailable = (
+                (self._sink_override, None)
+                if self._sink_override is not None
+                else _make_sink(self.config, state, self._clock)
+            )
             self._uploader = Uploader(
                 runtime.queue,
                 sink,
