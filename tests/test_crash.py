@@ -124,3 +124,24 @@ def test_two_processes_sharing_a_queue_never_send_an_event_twice(tmp_path: Path)
     names = {e["properties"]["$ai_span_name"] for e in delivered if e["event"] == "$ai_span"}
     assert names == {f"{prefix}{n}" for prefix in ("app-", "replay-") for n in range(400)}
     assert [e["event"] for e in delivered].count("session_started") == 2
+
+
+def test_an_app_that_just_exits_is_flushed_at_exit(tmp_path: Path) -> None:
+    with CaptureServer(api_key=TOKEN) as server:
+        app = run_python(
+            f"""
+            from analytics import Analytics, TelemetryConfig, events
+            state, url, token = {str(tmp_path / "state")!r}, {server.url!r}, {TOKEN!r}
+            config = TelemetryConfig.from_env(state_dir=state, endpoint=url, token=token)
+            t = Analytics(config, upload_interval=60)
+            t.start()
+            for n in range(10):
+                t.emit(events.ToolCall(tool_name=f"n{{n}}", duration_ms=1, success=True))
+            # no shutdown(): the interpreter exits and the atexit hook ends the session and flushes
+            """
+        )
+        assert app.returncode == 0, app.stderr
+        names = [e["event"] for e in server.events]
+    assert names.count("$ai_span") == 10
+    assert names[0] == "session_started"
+    assert names[-1] == "session_ended"

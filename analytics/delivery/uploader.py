@@ -169,13 +169,19 @@ class Uploader:
                 paused = {"at": self._clock(), "status": None, "reason": self._unavailable_reason}
                 self._queue.meta.set_fact("paused", paused)
             return CycleResult(Step.PAUSED, self._policy.paused_delay)
-        with self._cycle_lock, self._lease.hold() as ours:
-            if not ours:
-                return CycleResult(Step.BUSY)
-            batch = self._next_batch()
-            if not batch:
-                return CycleResult(Step.EMPTY)
-            return self._deliver(batch, timeout)
+        # Another thread of ours may be mid-request: wait for it no longer than the caller allows.
+        if not self._cycle_lock.acquire(timeout=max(0.0, timeout)):
+            return CycleResult(Step.BUSY)
+        try:
+            with self._lease.hold() as ours:
+                if not ours:
+                    return CycleResult(Step.BUSY)
+                batch = self._next_batch()
+                if not batch:
+                    return CycleResult(Step.EMPTY)
+                return self._deliver(batch, timeout)
+        finally:
+            self._cycle_lock.release()
 
     def _next_batch(self) -> list[tuple[int, bytes]]:
         batch: list[tuple[int, bytes]] = []
