@@ -8,6 +8,7 @@ through. Nothing is opened, written or started until the first use, and never wh
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import threading
@@ -22,6 +23,9 @@ from analytics.config import TelemetryConfig
 from analytics.delivery.lease import UploadLease
 from analytics.delivery.retry import RetryPolicy
 from analytics.delivery.uploader import Uploader
+from analytics.errors.hooks import UncaughtHooks
+from analytics.errors.reporting import ErrorReporter
+from analytics.errors.sentry import SentryBridge
 from analytics.mapping import EventRefused, MappingContext, to_posthog_message
 from analytics.privacy.identity import InstallIdentity, load_or_create_identity, restore_identity
 from analytics.privacy.scrubber import Scrubber
@@ -79,6 +83,9 @@ class Analytics:
         self._lock = threading.RLock()
         self._runtime: _Runtime | None = None
         self._uploader: Uploader | None = None
+        self._errors: ErrorReporter | None = None
+        self._sentry: SentryBridge | None = None
+        self._hooks = UncaughtHooks(self._report_uncaught)
         self._session = Session()
         self._started = False
         self._logged_refusals: set[tuple[str, str]] = set()
@@ -127,7 +134,36 @@ class Analytics:
             hashed = runtime.identity.keyed_hash(machine_id.get_secret_value()) if machine_id else None
             self._append(session_start_event(self.config.app_version, hashed))
             self._ensure_uploader().start()
+            self._ensure_errors()
+            self._hooks.install()
+            loop = _running_loop()
+            if loop is not None:
+                self._hooks.install_asyncio(loop)
             atexit.register(self._at_exit)
+
+    def capture_exception(self, exc: BaseException, context: Mapping[str, Any] | None = None) -> str | None:
+        """Report ``exc`` to Sentry (when configured) and to PostHog as ``$exception``, linked by
+        the Sentry event id, which is returned. Never raises; reporting one exception twice is a no-op.
+        """
+        if not self._enabled:
+            return None
+        event_id: str | None = None
+        with guard("capture_exception"):
+            event_id = self._ensure_errors().report(exc, context, handled=True)
+        return event_id
+
+    def install_asyncio_handler(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Report exceptions nobody retrieved from this loop's tasks (``start()`` does it for the loop
+        it runs in; call this for another loop)."""
+        if not self._enabled:
+            return
+        with guard("install_asyncio_handler"):
+            self._hooks.install_asyncio(loop or asyncio.get_running_loop())
+
+    def _report_uncaught(self, exc: BaseException) -> None:
+        if self._enabled:
+            with guard("uncaught hook"):
+                self._ensure_errors().report(exc, None, handled=False)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Deliver what is queued, waiting at most ``timeout`` seconds; True when nothing is left.
@@ -152,9 +188,12 @@ class Analytics:
             if started:
                 self._append(self._session.end_event("shutdown"))
                 atexit.unregister(self._at_exit)
+            self._hooks.uninstall()
+            deadline = time.monotonic() + timeout
             uploader, self._uploader = self._uploader, None
             if uploader is not None:
                 uploader.shutdown(timeout)
+            self._close_sentry(max(0.0, deadline - time.monotonic()))
             self._close()
 
     def _at_exit(self) -> None:
@@ -171,6 +210,8 @@ class Analytics:
                     self._enabled = False
                     self._disabled_reason = "opted out (set_enabled(False))"
                     self._started = False
+                    self._hooks.uninstall()
+                    self._close_sentry(0.0)
                     uploader, self._uploader = self._uploader, None
                     if uploader is not None:
                         # Let a cycle in flight finish first: nothing may be written after the purge.
@@ -294,6 +335,33 @@ class Analytics:
             )
             return self._uploader
 
+    def _ensure_errors(self) -> ErrorReporter:
+        with self._lock:
+            if self._errors is not None:
+                return self._errors
+            runtime = self._runtime or self._ensure_runtime()
+            dsn = self.config.sentry_dsn.get_secret_value() if self.config.sentry_dsn else None
+            bridge = SentryBridge(runtime.context.scrubber, dsn)
+            bridge.start(
+                release=self.config.app_version,
+                environment=self.config.environment,
+                tags={
+                    "session_id": self._session.id,
+                    "distinct_id": runtime.context.distinct_id,
+                    "app_version": self.config.app_version,
+                },
+            )
+            self._sentry = bridge
+            self._errors = ErrorReporter(bridge, self._append)
+            return self._errors
+
+    def _close_sentry(self, timeout: float) -> None:
+        with self._lock:
+            bridge, self._sentry, self._errors = self._sentry, None, None
+        if bridge is not None:
+            bridge.flush(timeout)
+            bridge.close(timeout)
+
     def _close(self) -> None:
         with self._lock:
             runtime, self._runtime = self._runtime, None
@@ -310,6 +378,13 @@ def _make_sink(
             return None, "TELEMETRY_ENDPOINT is set but TELEMETRY_TOKEN is not"
         return PostHogSink(config.endpoint, config.token.get_secret_value(), now=clock), None
     return ArchiveSink(state.archive_dir), None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _identity_or_ephemeral(state: StateFolder) -> InstallIdentity:

@@ -15,6 +15,7 @@ from typing import Final
 
 HOME: Final = "<home>"
 USER: Final = "<user>"
+HOST: Final = "<host>"
 EMAIL: Final = "<email>"
 SECRET: Final = "<secret>"
 TOKEN: Final = "<token>"
@@ -174,6 +175,7 @@ class Scrubber:
         *,
         home: str | None = None,
         user_name: str | None = None,
+        host_name: str | None = None,
         extra_rules: Iterable[Rule] = (),
     ) -> None:
         rules: list[Rule] = []
@@ -186,6 +188,9 @@ class Scrubber:
         if user_name and len(user_name) >= 2 and user_name.lower() not in _PLACEHOLDER_WORDS:
             pattern = rf"(?<![A-Za-z0-9]){re.escape(user_name)}(?![A-Za-z0-9])"
             rules.append(Rule("user_name", pattern, _constant(USER), (user_name,)))
+        for name in _host_spellings(host_name):
+            pattern = rf"(?<![A-Za-z0-9.-]){re.escape(name)}(?![A-Za-z0-9-])"
+            rules.append(Rule("host_name", pattern, _constant(HOST), (name,)))
         self._rules = [(rule, re.compile(rule.pattern)) for rule in rules]
         self._triggers = tuple({t for rule in rules if not rule.ignore_case for t in rule.triggers})
         self._folded_triggers = tuple(
@@ -195,7 +200,9 @@ class Scrubber:
     @classmethod
     def for_this_machine(cls) -> Scrubber:
         """A scrubber that knows this machine's home folder and user name."""
-        return cls(home=os.path.expanduser("~"), user_name=_current_user_name())
+        return cls(
+            home=os.path.expanduser("~"), user_name=_current_user_name(), host_name=_current_host_name()
+        )
 
     def scrub_text(self, text: str) -> str:
         if not self._may_contain_something(text):
@@ -222,7 +229,9 @@ class Scrubber:
         return any(trigger in lowered for trigger in self._folded_triggers)
 
 
-_PLACEHOLDER_WORDS: Final = frozenset({"home", "user", "email", "secret", "token", "jwt", "credentials"})
+_PLACEHOLDER_WORDS: Final = frozenset(
+    {"home", "user", "host", "email", "secret", "token", "jwt", "credentials"}
+)
 
 
 def _home_spellings(home: str | None) -> list[str]:
@@ -230,6 +239,25 @@ def _home_spellings(home: str | None) -> list[str]:
         return []
     spellings = {home.rstrip("/\\"), home.rstrip("/\\").replace("\\", "/")}
     return sorted(spellings, key=len, reverse=True)
+
+
+def _host_spellings(host_name: str | None) -> list[str]:
+    """The machine's name as it may appear: fully qualified and its first label."""
+    if not host_name or host_name in {"localhost", "localhost.localdomain"}:
+        return []
+    names = {host_name, host_name.split(".")[0]}
+    return sorted(
+        (n for n in names if len(n) >= 3 and n.lower() not in _PLACEHOLDER_WORDS), key=len, reverse=True
+    )
+
+
+def _current_host_name() -> str | None:
+    import socket
+
+    try:
+        return socket.gethostname() or None
+    except OSError:
+        return None
 
 
 def _current_user_name() -> str | None:
