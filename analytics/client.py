@@ -190,6 +190,9 @@ class Analytics:
                 atexit.unregister(self._at_exit)
             self._hooks.uninstall()
             deadline = time.monotonic() + timeout
+            # Deliver what is queued even if start() never ran (an app that only emitted).
+            if self._runtime is not None:
+                self._ensure_uploader()
             uploader, self._uploader = self._uploader, None
             if uploader is not None:
                 uploader.shutdown(timeout)

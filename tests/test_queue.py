@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from analytics import events
-from tests.conftest import MakeTelemetry, queued_messages, run_python
+from tests.conftest import MakeTelemetry, archived_messages, queued_messages, run_python
 
 DAY = 86_400.0
 
@@ -71,7 +71,6 @@ def test_age_bound_drops_events_older_than_the_limit(make_telemetry: MakeTelemet
     now[0] += 10 * DAY
     for n in range(5, 8):
         first.emit(tool(n))
-    first.shutdown()
     now[0] += 25 * DAY  # the first five are now 35 days old, the last three 25
     second = make_telemetry(clock=lambda: now[0], max_event_age_days=30)
     second.emit(tool(8))
@@ -131,9 +130,11 @@ def test_deleted_state_folder_is_recreated_and_nothing_is_lost(
     shutil.rmtree(state_dir)
     for n in range(5, 305):
         telemetry.emit(tool(n))
-    telemetry.shutdown()
-    assert tool_numbers(state_dir) == list(range(305))
+    assert tool_numbers(state_dir) == list(range(305))  # the five from before the deletion too
     assert (state_dir / "install_id").read_text() == install_id
+    telemetry.shutdown()
+    archived = [m["properties"]["$ai_span_name"] for m in archived_messages(state_dir)]
+    assert archived == [f"tool-{n}" for n in range(305)]
 
 
 def read_only_wrapper(folder: Path) -> list[str]:

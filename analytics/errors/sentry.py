@@ -66,7 +66,8 @@ class SentryBridge:
             dsn=self._dsn,
             release=release,
             environment=environment,
-            send_default_pii=False,
+            # No PII option: sentry-sdk's default sends none (send_default_pii is deprecated in
+            # newer releases, and absent is the same as off in every 2.x). before_send scrubs the rest.
             server_name="",
             include_local_variables=True,
             before_send=self._before_send,
@@ -165,7 +166,8 @@ def _existing_client() -> Any:
     import sentry_sdk
 
     client = sentry_sdk.get_client()
-    return client if client.is_active() else None
+    # A client initialised without a DSN is "active" but sends nothing: not one to join.
+    return client if client.is_active() and client.options.get("dsn") else None
 
 
 def event_url(dsn: str | None, event_id: str | None) -> str | None:

@@ -247,7 +247,7 @@ def _host_spellings(host_name: str | None) -> list[str]:
         return []
     names = {host_name, host_name.split(".")[0]}
     return sorted(
-        (n for n in names if len(n) >= 3 and n.lower() not in _PLACEHOLDER_WORDS), key=len, reverse=True
+        (n for n in names if len(n) >= 2 and n.lower() not in _PLACEHOLDER_WORDS), key=len, reverse=True
     )
 
 
