@@ -6,6 +6,7 @@ import asyncio
 import gc
 import getpass
 import json
+import logging
 import re
 import socket
 import threading
@@ -73,6 +74,7 @@ def test_sentry_gets_a_tagged_scrubbed_event_and_posthog_links_to_it(
 ) -> None:
     telemetry = make(state_dir, sentry.dsn)
     telemetry.start()
+    logging.getLogger("app.sync").warning("retrying upload for %s with token=%s", EMAIL, TOKEN_VALUE)
     try:
         planted_failure()
     except RuntimeError as exc:
@@ -93,6 +95,8 @@ def test_sentry_gets_a_tagged_scrubbed_event_and_posthog_links_to_it(
     assert event["exception"]["values"][-1]["type"] == "RuntimeError"
     frames = event["exception"]["values"][-1]["stacktrace"]["frames"]
     assert any(frame.get("vars") for frame in frames)  # locals were sent, and scrubbed
+    crumbs = event["breadcrumbs"]["values"]
+    assert any("retrying upload for <email> with token=<secret>" in str(c.get("message")) for c in crumbs)
     envelope_text = b"".join(e.raw for e in sentry.envelopes).decode()
     for leaked in (HOME + "/", EMAIL, TOKEN_VALUE, API_KEY):
         assert leaked not in envelope_text, f"{leaked!r} reached Sentry"
