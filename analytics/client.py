@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,14 +30,16 @@ from analytics.errors.sentry import SentryBridge
 from analytics.mapping import EventRefused, MappingContext, to_posthog_message
 from analytics.privacy.identity import InstallIdentity, load_or_create_identity, restore_identity
 from analytics.privacy.scrubber import Scrubber
+from analytics.proposals import ProposalClock
 from analytics.queue import OfflineQueue, QueueBounds
 from analytics.queue.dead_letters import DeadLetterStore
-from analytics.session import Session, session_start_event
+from analytics.session import Session, SessionMarker, collect_crashed_sessions, session_start_event
 from analytics.sinks.archive import ArchiveSink
 from analytics.sinks.base import Sink
 from analytics.sinks.posthog import PostHogSink
 from analytics.state import StateFolder
 from analytics.status import StatusReport, build_status
+from analytics.tracing import ChatTurnRecorder, ToolCallSpan, current_turn_id
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class _Runtime:
     identity: InstallIdentity
     queue: OfflineQueue
     context: MappingContext
+    proposals: ProposalClock | None
 
 
 class Analytics:
@@ -130,9 +134,13 @@ class Analytics:
                     return
                 self._started = True
             runtime = self._ensure_runtime()
+            # A session still marked as running belongs to a process that died: end it first.
+            for ended in collect_crashed_sessions(runtime.state.sessions_dir):
+                self._append(ended.end_event(), session_id=ended.session_id, at=ended.last_seen)
             machine_id = self.config.machine_id
             hashed = runtime.identity.keyed_hash(machine_id.get_secret_value()) if machine_id else None
             self._append(session_start_event(self.config.app_version, hashed))
+            self._open_marker(runtime)
             self._ensure_uploader().start()
             self._ensure_errors()
             self._hooks.install()
@@ -140,6 +148,27 @@ class Analytics:
             if loop is not None:
                 self._hooks.install_asyncio(loop)
             atexit.register(self._at_exit)
+
+    def chat_turn(
+        self, *, model: str, provider: str | None = None, turn_id: str | None = None
+    ) -> ChatTurnRecorder:
+        """A chat turn, measured: ``with telemetry.chat_turn(model="gpt-4o") as turn: ...``.
+
+        Tool calls inside it (``turn.tool_call(...)`` or ``telemetry.tool_call(...)``) share its
+        trace id. Set lengths and tokens with ``turn.set(...)``; latency is measured unless given.
+        """
+        return ChatTurnRecorder(self._emit_payload, model=model, provider=provider, turn_id=turn_id)
+
+    def tool_call(self, tool_name: str, *, turn_id: str | None = None) -> ToolCallSpan:
+        """Time a tool call: ``with telemetry.tool_call("read_file"): ...`` (also ``async with``).
+
+        Success and error type come from the exception, which is re-raised. Inside a chat turn the
+        span joins that turn's trace.
+        """
+        return ToolCallSpan(self._emit_payload, tool_name, turn_id or current_turn_id())
+
+    def _emit_payload(self, name: str, payload: dict[str, Any]) -> None:
+        self.emit(name, payload)
 
     def capture_exception(self, exc: BaseException, context: Mapping[str, Any] | None = None) -> str | None:
         """Report ``exc`` to Sentry (when configured) and to PostHog as ``$exception``, linked by
@@ -187,6 +216,7 @@ class Analytics:
                 started, self._started = self._started, False
             if started:
                 self._append(self._session.end_event("shutdown"))
+                self._close_marker()
                 atexit.unregister(self._at_exit)
             self._hooks.uninstall()
             deadline = time.monotonic() + timeout
@@ -213,6 +243,7 @@ class Analytics:
                     self._enabled = False
                     self._disabled_reason = "opted out (set_enabled(False))"
                     self._started = False
+                    self._close_marker()
                     self._hooks.uninstall()
                     self._close_sentry(0.0)
                     uploader, self._uploader = self._uploader, None
@@ -255,17 +286,31 @@ class Analytics:
         if rejected is not None:
             raise rejected
 
-    def _append(self, domain_event: ev.DomainEvent, *, session_id: str | None = None) -> None:
+    def _append(
+        self, domain_event: ev.DomainEvent, *, session_id: str | None = None, at: float | None = None
+    ) -> None:
         runtime = self._runtime or self._ensure_runtime()
+        when = self._clock() if at is None else at
+        domain_event = self._with_review_time(runtime, domain_event, when)
         try:
-            record = to_posthog_message(
-                domain_event, runtime.context, at=self._clock(), session_id=session_id
-            )
+            record = to_posthog_message(domain_event, runtime.context, at=when, session_id=session_id)
         except EventRefused as exc:
             self._refuse(exc.reason, domain_event.event_name(), str(exc))
             return
         runtime.queue.put(record)
-        self._session.record(domain_event)
+        self._session.record(domain_event, when)
+
+    def _with_review_time(self, runtime: _Runtime, event: ev.DomainEvent, at: float) -> ev.DomainEvent:
+        """Remember when proposals are created; fill a decision's review time from that memory."""
+        if runtime.proposals is None:
+            return event
+        if isinstance(event, ev.ProposalCreated):
+            runtime.proposals.created(event.proposal_id, at)
+        elif isinstance(event, ev.ProposalDecision):
+            elapsed = runtime.proposals.review_duration_ms(event.proposal_id, at)
+            if event.review_duration_ms is None and elapsed is not None:
+                return event.model_copy(update={"review_duration_ms": elapsed})
+        return event
 
     def _refuse(self, reason: str, event_name: str, detail: str) -> None:
         runtime = self._runtime or self._ensure_runtime()
@@ -311,8 +356,22 @@ class Analytics:
                 max_content_chars=config.max_content_chars,
                 max_event_bytes=config.max_event_bytes,
             )
-            self._runtime = _Runtime(state, identity, queue, context)
+            self._runtime = _Runtime(state, identity, queue, context, _proposal_clock(state, config))
             return self._runtime
+
+    def _open_marker(self, runtime: _Runtime) -> None:
+        try:
+            marker = SessionMarker(runtime.state.sessions_dir, self._session.id, self._clock())
+        except OSError as exc:
+            logger.warning("telemetry session marker not written (crashes will not be reported): %s", exc)
+            return
+        self._session.marker = marker
+        marker.write(self._session.counters, self._clock())
+
+    def _close_marker(self) -> None:
+        marker, self._session.marker = self._session.marker, None
+        if marker is not None:
+            marker.close()
 
     def _ensure_uploader(self) -> Uploader:
         with self._lock:
@@ -370,6 +429,8 @@ class Analytics:
             runtime, self._runtime = self._runtime, None
         if runtime is not None:
             runtime.queue.close()
+            if runtime.proposals is not None:
+                runtime.proposals.close()
 
 
 def _make_sink(
@@ -381,6 +442,14 @@ def _make_sink(
             return None, "TELEMETRY_ENDPOINT is set but TELEMETRY_TOKEN is not"
         return PostHogSink(config.endpoint, config.token.get_secret_value(), now=clock), None
     return ArchiveSink(state.archive_dir), None
+
+
+def _proposal_clock(state: StateFolder, config: TelemetryConfig) -> ProposalClock | None:
+    try:
+        return ProposalClock(state.proposals_dir, config.proposal_ttl_days * 86_400)
+    except (OSError, sqlite3.Error) as exc:
+        logger.warning("proposal review times unavailable: %s", exc)
+        return None
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -110,6 +110,9 @@ class TelemetryConfig(BaseModel):
     max_queue_events: int = Field(200_000, gt=0, description="Queue bound: events kept while offline.")
     max_queue_bytes: int = Field(256 * 1024 * 1024, gt=0, description="Queue bound: bytes on disk.")
     max_event_age_days: float = Field(30.0, gt=0, description="Queue bound: oldest event kept, in days.")
+    proposal_ttl_days: float = Field(
+        30.0, gt=0, description="How long a proposal's creation time is kept waiting for its decision."
+    )
     max_value_chars: int = Field(8_192, ge=64, description="Cap on one free-text value.")
     max_content_chars: int = Field(200_000, ge=64, description="Cap on one full-content value.")
     max_event_bytes: int = Field(512 * 1024, ge=4096, description="Cap on one serialised event.")
@@ -316,6 +319,7 @@ ENV_VARS: Final[dict[str, str]] = {
     "TELEMETRY_MAX_QUEUE_EVENTS": "max_queue_events",
     "TELEMETRY_MAX_QUEUE_BYTES": "max_queue_bytes",
     "TELEMETRY_MAX_EVENT_AGE_DAYS": "max_event_age_days",
+    "TELEMETRY_PROPOSAL_TTL_DAYS": "proposal_ttl_days",
 }
 
 _SECRET_FIELDS: Final = frozenset({"token", "machine_id", "sentry_dsn"})

@@ -24,6 +24,8 @@ class StateFolder:
         self.dead_letter_dir = root / "dead-letters"
         self.archive_dir = root / "archive"
         self.lease_path = root / "upload.lock"
+        self.sessions_dir = root / "sessions"
+        self.proposals_dir = root / "proposals"
         self.opt_out_marker = root / OPT_OUT_MARKER
 
     def ensure(self) -> None:

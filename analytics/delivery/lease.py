@@ -1,9 +1,9 @@
 """UploadLease: at most one process uploads from a queue at a time.
 
-An advisory lock on ``<state>/upload.lock`` (``flock`` on POSIX, ``msvcrt.locking`` on Windows),
-taken for one upload cycle (peek, send, acknowledge) and released after. The operating system
-drops it when its holder dies, even by ``kill -9``, so a crashed app never blocks the next one.
-The file names the holder, so ``analytics replay`` can say who has it.
+An advisory lock on ``<state>/upload.lock`` (see ``analytics.filelock``), taken for one upload
+cycle (peek, send, acknowledge) and released after. The operating system drops it when its holder
+dies, even by ``kill -9``, so a crashed app never blocks the next one. The file names the holder,
+so ``analytics replay`` can say who has it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from analytics.filelock import try_lock, unlock
 
 
 class UploadLease:
@@ -30,14 +32,14 @@ class UploadLease:
             yield False
             return
         try:
-            if not _try_lock(fd):
+            if not try_lock(fd):
                 yield False
                 return
             try:
                 _write_owner(fd, f"{self._owner} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
                 yield True
             finally:
-                _unlock(fd)
+                unlock(fd)
         finally:
             os.close(fd)
 
@@ -56,32 +58,3 @@ def _write_owner(fd: int, text: str) -> None:
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
         os.pwrite(fd, text.encode(), 0) if hasattr(os, "pwrite") else os.write(fd, text.encode())
-
-
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        with contextlib.suppress(OSError):
-            os.lseek(fd, 0, os.SEEK_SET)
-            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
