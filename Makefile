@@ -18,8 +18,8 @@ demo: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check analytics cli tests
-	$(BIN)/ruff format --check analytics cli tests
+	$(BIN)/ruff check analytics cli tests bench examples
+	$(BIN)/ruff format --check analytics cli tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy analytics cli

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from typing import Any
 
 from analytics import Analytics, events
@@ -21,8 +22,9 @@ def demo(json_output: JsonOption = False, state_dir: StateDirOption = None) -> N
     if not config.is_enabled:
         fail(f"telemetry is disabled ({config.disabled_reason}); unset it to run the demo")
     before = build_status(config, disabled_reason=None)
-    telemetry = Analytics(config)
-    emitted = simulate_session(telemetry, seed=7) + 2  # plus SessionStart and SessionEnd
+    clock = SimulatedClock()
+    telemetry = Analytics(config, clock=clock)
+    emitted = simulate_session(telemetry, clock, seed=7) + 2  # plus SessionStart and SessionEnd
     session_id = telemetry.session_id
     telemetry.shutdown(timeout=10.0)  # SessionEnd, then delivery within 10 s
     report = build_status(config, disabled_reason=None)
@@ -54,62 +56,75 @@ def demo(json_output: JsonOption = False, state_dir: StateDirOption = None) -> N
         emit_table("Last archived messages (exactly what was sent)", ["message"], rows)
 
 
-def simulate_session(telemetry: Analytics, *, seed: int) -> int:
-    """Drive a plausible session; returns how many events the app emitted (start/end excluded)."""
+class SimulatedClock:
+    """Demo time: starts a quarter of an hour ago and moves only when the story says so, so the
+    session looks like one a person had (review times, latencies) and ends by now."""
+
+    def __init__(self) -> None:
+        self.now = time.time() - 15 * 60
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def simulate_session(telemetry: Analytics, clock: SimulatedClock, *, seed: int) -> int:
+    """Drive a plausible session through the real adapter; returns how many events the app emitted
+    (SessionStart and SessionEnd excluded)."""
     rng = random.Random(seed)
     telemetry.start()
     count = 0
     telemetry.emit(events.WorkspaceSelected(workspace_path="~/projects/shop", is_git_repo=True))
     count += 1
-    for turn in range(4):
-        turn_id = f"turn-{turn}"
-        for tool in rng.sample(["read_file", "list_dir", "grep", "run_tests"], k=2):
-            ok = rng.random() > 0.2
-            telemetry.emit(
-                events.ToolCall(
-                    tool_name=tool,
-                    duration_ms=rng.uniform(3, 400),
-                    success=ok,
-                    error_type=None if ok else "TimeoutError",
-                    turn_id=turn_id,
+    for turn_number in range(4):
+        clock.advance(rng.uniform(20, 90))  # the user types
+        model = rng.choice(["gpt-4o", "claude-sonnet-4"])
+        with telemetry.chat_turn(
+            model=model, provider="openai" if model.startswith("gpt") else "anthropic"
+        ) as turn:
+            for tool in rng.sample(["read_file", "list_dir", "grep", "run_tests"], k=2):
+                ok = rng.random() > 0.2
+                telemetry.emit(
+                    events.ToolCall(
+                        tool_name=tool,
+                        duration_ms=rng.uniform(3, 400),
+                        success=ok,
+                        error_type=None if ok else "TimeoutError",
+                        turn_id=turn.turn_id,
+                    )
                 )
-            )
-            count += 1
-        telemetry.emit(
-            events.ChatTurn(
+                count += 1
+            latency = rng.uniform(400, 4000)
+            clock.advance(latency / 1000)
+            turn.set(
                 prompt_length=rng.randint(20, 400),
                 response_length=rng.randint(200, 3000),
-                model=rng.choice(["gpt-4o", "claude-sonnet-4"]),
-                provider="openai",
-                latency_ms=rng.uniform(400, 4000),
+                latency_ms=latency,
                 input_tokens=rng.randint(100, 2000),
                 output_tokens=rng.randint(50, 800),
-                turn_id=turn_id,
             )
-        )
         count += 1
-        proposal = f"p-{turn}"
+        proposal = f"p-{turn_number}"
         telemetry.emit(
             events.ProposalCreated(
                 proposal_id=proposal, file_count=2, total_lines_changed=40, operation="edit_file"
             )
         )
+        clock.advance(rng.uniform(2, 90))  # the user reads the diff; the adapter measures it
         telemetry.emit(
             events.ProposalDecision(
                 proposal_id=proposal,
                 decision="approved" if rng.random() > 0.3 else "rejected",
                 files_approved=2,
-                review_duration_ms=rng.randint(2_000, 90_000),
             )
         )
         count += 2
-    telemetry.emit(
-        events.Error(
-            error_type="PermissionError",
-            message="cannot write ~/projects/shop/.env (token=demo-not-a-secret)",
-            context={"route": "/proposals/apply"},
-        )
-    )
+    try:
+        raise PermissionError("cannot write ~/projects/shop/.env (token=demo-not-a-secret)")
+    except PermissionError as exc:
+        telemetry.capture_exception(exc, context={"route": "/proposals/apply"})
     return count + 1
 
 
