@@ -124,8 +124,15 @@ class SessionMarker:
     def write(self, counters: SessionCounters, now: float) -> None:
         if self._fd is None:
             return
-        state = {"session_id": self._session_id, "started_at": self._started_at, "last_seen": now}
-        data = json.dumps({**state, "counters": asdict(counters)}).encode()
+        # Formatted by hand: this runs on emit()'s path, and asdict() + json.dumps cost ~9 us there
+        # against ~1 us. Every value is a number or our own UUID, so the JSON is valid by construction.
+        c = counters
+        data = (
+            f'{{"session_id":"{self._session_id}","started_at":{self._started_at!r},"last_seen":{now!r},'
+            f'"counters":{{"proposals_created":{c.proposals_created},"proposals_approved":{c.proposals_approved},'
+            f'"proposals_rejected":{c.proposals_rejected},"chat_turns":{c.chat_turns},'
+            f'"tool_calls":{c.tool_calls},"errors":{c.errors}}}}}'
+        ).encode()
         # Padded to a fixed size, so a shorter write never leaves a tail of the previous one.
         if hasattr(os, "pwrite"):
             os.pwrite(self._fd, data.ljust(MARKER_BYTES), 0)
