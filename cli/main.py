@@ -10,8 +10,12 @@ import typer
 
 from analytics import __version__
 
+from .commands.dead_letters import dead_letters_app
 from .commands.demo import demo
+from .commands.doctor import doctor
 from .commands.events import events
+from .commands.queue import queue_app
+from .commands.replay import replay
 from .commands.status import status
 from .output import EXIT_ERROR, EXIT_USAGE
 
@@ -23,6 +27,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(status)
+app.add_typer(queue_app, name="queue")
+app.command()(replay)
+app.add_typer(dead_letters_app, name="dead-letters")
+app.command()(doctor)
 app.command()(events)
 app.command()(demo)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from analytics import TelemetryConfig
+from analytics.state import StateFolder
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 StateDirOption = Annotated[
@@ -20,8 +21,16 @@ StateDirOption = Annotated[
 ]
 
 
-def load_config(state_dir: Path | None) -> TelemetryConfig:
-    """The same configuration the app would build, with ``--state-dir`` winning over the env."""
-    if state_dir is None:
-        return TelemetryConfig.from_env()
-    return TelemetryConfig.from_env(state_dir=state_dir)
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def load_config(state_dir: Path | None, **overrides: Any) -> TelemetryConfig:
+    """The same configuration the app would build, with ``--state-dir`` and other options winning."""
+    given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
+    if state_dir is not None:
+        given["state_dir"] = state_dir
+    return TelemetryConfig.from_env(**given)
+
+
+def state_of(state_dir: Path | None) -> StateFolder:
+    return StateFolder(load_config(state_dir).resolved_state_dir)

@@ -156,8 +156,8 @@ class Uploader:
 
     # -- one cycle -----------------------------------------------------------------------------
 
-    def run_cycle(self, timeout: float) -> CycleResult:
-        """Send at most one batch. Safe to call from any thread and any process."""
+    def run_cycle(self, timeout: float, max_events: int = MAX_BATCH_EVENTS) -> CycleResult:
+        """Send at most one batch (of at most ``max_events``). Safe from any thread and any process."""
         now = time.monotonic()
         if now < self._not_before:
             step = Step.PAUSED if self._queue.meta.fact("paused") else Step.BACKOFF
@@ -176,19 +176,19 @@ class Uploader:
             with self._lease.hold() as ours:
                 if not ours:
                     return CycleResult(Step.BUSY)
-                batch = self._next_batch()
+                batch = self._next_batch(max_events)
                 if not batch:
                     return CycleResult(Step.EMPTY)
                 return self._deliver(batch, timeout)
         finally:
             self._cycle_lock.release()
 
-    def _next_batch(self) -> list[tuple[int, bytes]]:
+    def _next_batch(self, max_events: int) -> list[tuple[int, bytes]]:
         batch: list[tuple[int, bytes]] = []
         size = 0
         stale: list[int] = []
         cutoff = self._clock() - self._max_age
-        for key, record in self._queue.peek(MAX_BATCH_EVENTS):
+        for key, record in self._queue.peek(min(max_events, MAX_BATCH_EVENTS)):
             stamp = record_timestamp(record)
             if stamp is not None and stamp < cutoff:
                 stale.append(key)

@@ -32,6 +32,7 @@ DROP_REASONS: Final = (
     "full_content_disabled",  # a full-content event while full content is off
     "disk_unavailable",  # disk unusable and the memory fallback full
     "queue_corrupted",  # a damaged queue file was set aside (its content kept, not read)
+    "purged",  # deleted on purpose by `analytics queue purge`
 )
 
 
