@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -153,22 +154,48 @@ def test_version() -> None:
     assert __version__ in result.stdout
 
 
-def all_commands() -> list[tuple[str, ...]]:
+def all_commands() -> list[tuple[tuple[str, ...], Any]]:
+    """Every command, groups included (queue peek, dead-letters list, ...), with its path."""
     import typer
 
-    root = typer.main.get_command(app)
-    return [(name,) for name in root.commands]  # type: ignore[attr-defined]
+    found: list[tuple[tuple[str, ...], Any]] = []
+
+    def walk(path: tuple[str, ...], command: Any) -> None:
+        children = getattr(command, "commands", None)
+        if children:
+            for name, child in children.items():
+                walk((*path, name), child)
+        found.append((path, command))
+
+    walk((), typer.main.get_command(app))
+    return [(path, command) for path, command in found if path]
 
 
-@pytest.mark.parametrize("command", all_commands())
-def test_every_command_and_option_has_help(command: tuple[str, ...]) -> None:
-    import typer
+def test_the_documented_commands_exist() -> None:
+    paths = {" ".join(path) for path, _ in all_commands()}
+    assert paths >= {
+        "status", "events", "demo", "replay", "doctor",
+        "queue peek", "queue export", "queue purge",
+        "dead-letters list", "dead-letters requeue", "dead-letters purge",
+    }  # fmt: skip
 
-    root = typer.main.get_command(app)
-    cmd = root.commands[command[0]]  # type: ignore[attr-defined]
-    assert cmd.help, f"{command} has no help"
-    for param in cmd.params:
-        if param.param_type_name == "option":
-            assert param.help, f"{command} {param.opts} has no help"
-    result = runner.invoke(app, [*command, "--help"])
+
+@pytest.mark.parametrize(
+    ("path", "command"), all_commands(), ids=lambda v: " ".join(v) if isinstance(v, tuple) else ""
+)
+def test_every_command_and_option_has_help(path: tuple[str, ...], command: Any) -> None:
+    assert command.help, f"{path} has no help"
+    for param in command.params:
+        if param.param_type_name in {"option", "argument"} and param.name != "help":
+            assert getattr(param, "help", None), f"{' '.join(path)} {param.name} has no help"
+    result = runner.invoke(app, [*path, "--help"])
     assert result.exit_code == 0
+
+
+def test_every_command_that_reports_data_has_json() -> None:
+    for path, command in all_commands():
+        if getattr(command, "commands", None):
+            continue
+        names = {param.name for param in command.params}
+        assert "json_output" in names, path
+        assert "state_dir" in names or path == ("events",), path  # the catalog reads no state
