@@ -66,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         code = getattr(exc, "exit_code", None)
         format_message = getattr(exc, "format_message", None)
         if isinstance(code, int) and callable(format_message):
-            kind = "usage error" if code == EXIT_USAGE else "error"
-            hint = " (see --help)" if code == EXIT_USAGE else ""
-            sys.stderr.write(f"analytics: {kind}: {format_message()}{hint}\n")
+            message = format_message()
+            if message:  # a group called with no command already printed its help: nothing to add
+                kind = "usage error" if code == EXIT_USAGE else "error"
+                hint = " (see --help)" if code == EXIT_USAGE else ""
+                sys.stderr.write(f"analytics: {kind}: {message}{hint}\n")
             return code
         sys.stderr.write(f"analytics: error: {type(exc).__name__}: {exc}\n")
         return EXIT_ERROR

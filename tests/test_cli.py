@@ -131,6 +131,13 @@ def test_usage_errors_are_one_line_with_exit_code_2() -> None:
     assert unknown.stderr.count("\n") == 1
 
 
+def test_a_group_without_a_command_prints_its_help_only() -> None:
+    result = cli("queue")
+    assert result.returncode == 2
+    assert "peek" in result.stdout
+    assert result.stderr == ""
+
+
 def test_a_bad_environment_is_a_warning_not_a_crash(tmp_path: Path) -> None:
     env_result = subprocess.run(
         [sys.executable, "-m", "analytics_cli.main", "status", "--json", "--state-dir", str(tmp_path)],
