@@ -331,3 +331,23 @@ def test_doctor_reports_a_paused_delivery(state_dir: Path, server: CaptureServer
     assert checks["delivery"]["status"] == "fail"
     assert "paused" in checks["delivery"]["detail"]
     telemetry.shutdown(timeout=0)
+
+
+def test_replay_gives_up_after_its_timeout_and_keeps_everything(backlog: int, state_dir: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    result = invoke(
+        "replay",
+        "--timeout",
+        "1",
+        "--host",
+        f"http://127.0.0.1:{closed}",
+        "--token",
+        TOKEN,
+        "--state-dir",
+        str(state_dir),
+    )
+    assert result.exit_code == 1
+    assert "timed out after 1 s" in result.stderr
+    assert len(queued_messages(state_dir)) == backlog
