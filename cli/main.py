@@ -10,12 +10,14 @@ import typer
 
 from analytics import __version__
 
+from .commands.dashboards import dashboards_app
 from .commands.dead_letters import dead_letters_app
 from .commands.demo import demo
 from .commands.doctor import doctor
 from .commands.events import events
 from .commands.queue import queue_app
 from .commands.replay import replay
+from .commands.report import report
 from .commands.status import status
 from .output import EXIT_ERROR, EXIT_USAGE
 
@@ -33,6 +35,8 @@ app.add_typer(dead_letters_app, name="dead-letters")
 app.command()(doctor)
 app.command()(events)
 app.command()(demo)
+app.command()(report)
+app.add_typer(dashboards_app, name="dashboards")
 
 
 def _version(value: bool) -> None:
