@@ -13,7 +13,7 @@ COMMON_PROPERTIES: dict[str, str] = {
     "distinct_id": "TELEMETRY_USER_ID, or the random install id (top level).",
     "$session_id": "UUIDv7 of the app session.",
     "app_version": "The host app's version.",
-    "environment": "Deployment environment.",
+    "environment": "Deployment environment, when not 'production' (absent means production).",
     "schema_version": f"Version of this catalog ({ev.SCHEMA_VERSION}).",
     "$lib": f"Always {LIB_NAME!r}.",
     "$lib_version": "This library's version.",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from analytics.privacy.caps import Cleaner, fit_to_budget
 from analytics.privacy.scrubber import Scrubber
 
 LIB_NAME: Final = "analytics-telemetry"
+DEFAULT_ENVIRONMENT: Final = "production"
 
 # Properties whose values may be long by nature: they get the full-content cap, not the short one.
 LONG_PROPERTIES: Final = frozenset(
@@ -71,7 +71,19 @@ def uuid7(unix_ms: int | None = None) -> str:
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62
     value |= rand & ((1 << 62) - 1)
-    return str(uuid_module.UUID(int=value))
+    return _dashed(f"{value:032x}")
+
+
+def uuid4() -> str:
+    """A random UUIDv4, formatted without building a ``uuid.UUID`` (this is on emit()'s path)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return _dashed(raw.hex())
+
+
+def _dashed(hex32: str) -> str:
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
 
 
 def _now_ms() -> int:
@@ -92,7 +104,7 @@ def to_posthog_message(
         "event": event.posthog_event,
         "distinct_id": context.distinct_id,
         "uuid": uuid7(int(at * 1000)),
-        "timestamp": datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="microseconds"),
+        "timestamp": iso_timestamp(at),
         "properties": with_common(properties, context, session_id or context.session_id),
     }
     if cleaner.truncated:
@@ -103,10 +115,18 @@ def to_posthog_message(
     return data
 
 
+def iso_timestamp(at: float) -> str:
+    """RFC 3339, UTC, milliseconds (the precision of the uuid7 beside it): 2026-03-14T15:09:26.535Z."""
+    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def with_common(properties: dict[str, Any], context: MappingContext, session_id: str) -> dict[str, Any]:
     properties["$session_id"] = session_id
     properties["app_version"] = context.app_version
-    properties["environment"] = context.environment
+    # Every byte is stored once per queued event (SPEC 10: <= 600 bytes on disk): the default
+    # environment is implied by its absence.
+    if context.environment != DEFAULT_ENVIRONMENT:
+        properties["environment"] = context.environment
     properties["schema_version"] = ev.SCHEMA_VERSION
     properties["$lib"] = LIB_NAME
     properties["$lib_version"] = __version__
@@ -133,15 +153,16 @@ def _workspace_selected(event: ev.WorkspaceSelected, context: MappingContext) ->
 
 
 def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
-    trace_id = event.turn_id or str(uuid_module.uuid4())
+    trace_id = event.turn_id or uuid4()
     properties: dict[str, Any] = {
         "$ai_trace_id": trace_id,
         "$ai_model": event.model,
         "$ai_latency": event.latency_ms / 1000.0,
-        "$ai_is_error": event.is_error,
         "prompt_length": event.prompt_length,
         "response_length": event.response_length,
     }
+    if event.is_error:  # absent means "no error" to PostHog; the flag is sent only when set
+        properties["$ai_is_error"] = True
     _put(properties, "$ai_provider", event.provider)
     _put(properties, "$ai_input_tokens", event.input_tokens)
     _put(properties, "$ai_output_tokens", event.output_tokens)
@@ -153,15 +174,16 @@ def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
 
 
 def _tool_call(event: ev.ToolCall, _: MappingContext) -> dict[str, Any]:
-    trace_id = event.turn_id or str(uuid_module.uuid4())
+    trace_id = event.turn_id or uuid4()
     properties: dict[str, Any] = {
         "$ai_trace_id": trace_id,
         "$ai_parent_id": trace_id,
-        "$ai_span_id": event.span_id or str(uuid_module.uuid4()),
+        "$ai_span_id": event.span_id or uuid4(),
         "$ai_span_name": event.tool_name,
         "$ai_latency": event.duration_ms / 1000.0,
-        "$ai_is_error": not event.success,
     }
+    if not event.success:
+        properties["$ai_is_error"] = True
     _put(properties, "$ai_error", event.error_type)
     return properties
 

@@ -29,7 +29,7 @@ def emit_one(make_telemetry: MakeTelemetry, state_dir: Path, event: Any, **confi
 
 def assert_common(message: dict[str, Any], session_id: str) -> None:
     assert UUID_RE.match(message["uuid"]), message["uuid"]
-    assert message["timestamp"] == "2026-03-14T15:09:26.535897+00:00"
+    assert message["timestamp"] == "2026-03-14T15:09:26.535Z"
     props = message["properties"]
     assert props["$session_id"] == session_id
     assert UUID_RE.match(props["$session_id"])
@@ -38,7 +38,7 @@ def assert_common(message: dict[str, Any], session_id: str) -> None:
     assert props["$lib"] == "analytics-telemetry"
     assert props["$lib_version"] == __version__
     assert props["$geoip_disable"] is True
-    assert props["environment"] == "production"
+    assert "environment" not in props  # the default is implied
 
 
 def test_session_start(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
@@ -118,7 +118,7 @@ def test_chat_turn_uses_posthog_llm_analytics_schema(make_telemetry: MakeTelemet
     assert props["$ai_latency"] == pytest.approx(0.812)
     assert (props["$ai_input_tokens"], props["$ai_output_tokens"]) == (1000, 400)
     assert props["$ai_trace_id"] == "turn-1"
-    assert props["$ai_is_error"] is False
+    assert "$ai_is_error" not in props  # only sent when the turn failed
     assert (props["prompt_length"], props["response_length"], props["token_count"]) == (120, 900, 1400)
     assert "$ai_input" not in props
 
@@ -286,3 +286,10 @@ def test_uuid7_is_time_ordered_and_versioned() -> None:
     assert UUID_RE.match(later)
     assert earlier < later
     assert int(earlier.replace("-", "")[:12], 16) == 1_700_000_000_000
+
+
+def test_a_non_default_environment_is_sent(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    telemetry = make_telemetry(environment="development")
+    telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    [message] = queued_messages(state_dir)
+    assert message["properties"]["environment"] == "development"

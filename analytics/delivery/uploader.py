@@ -104,6 +104,8 @@ class Uploader:
             except Exception:  # the thread must outlive any bug; the guard's log says what happened
                 logger.exception("telemetry upload cycle failed")
                 result = CycleResult(Step.BACKOFF, self._policy.cap)
+            # Checkpoints happen here, in this thread, never inside an app's emit().
+            self._queue.checkpoint()
             if result.step is Step.SENT:
                 continue
             wait = self._interval if result.step in (Step.EMPTY, Step.BUSY) else result.delay

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 # How many appends may pass between two bound checks when the queue is far from its limit.
 MAX_PUTS_BETWEEN_CHECKS: Final = 256
 DROP_CHUNK: Final = 500
+WAL_CHECKPOINT_BYTES: Final = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,15 @@ class OfflineQueue:
             removed += disk.ack(disk_keys)
         return removed
 
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database (called from the uploader's thread)."""
+        disk = self._disk
+        if disk is not None:
+            try:
+                disk.checkpoint()
+            except STORE_ERRORS as exc:
+                logger.debug("checkpoint skipped: %s", exc)
+
     def __len__(self) -> int:
         disk = self._disk
         depth = len(self._memory)
@@ -214,6 +224,10 @@ class OfflineQueue:
                 self.meta.count_drop("queue_full", disk.drop_oldest(over))
             volume = self._drop_over_bytes(disk)
             headroom = self._bounds.max_events - len(disk)
+            # The uploader thread checkpoints; without one (an app that never called start()),
+            # the log would only grow, so it is folded in here, rarely.
+            if disk.wal_bytes() > WAL_CHECKPOINT_BYTES:
+                disk.checkpoint()
         except STORE_ERRORS as exc:
             self._disk_failed(disk, exc)
             return
