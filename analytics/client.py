@@ -8,38 +8,39 @@ through. Nothing is opened, written or started until the first use, and never wh
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analytics import events as ev
 from analytics._guard import guard
 from analytics.config import TelemetryConfig
-from analytics.delivery.lease import UploadLease
-from analytics.delivery.retry import RetryPolicy
-from analytics.delivery.uploader import Uploader
-from analytics.errors.hooks import UncaughtHooks
-from analytics.errors.reporting import ErrorReporter
-from analytics.errors.sentry import SentryBridge
 from analytics.mapping import EventRefused, MappingContext, to_posthog_message
-from analytics.privacy.identity import InstallIdentity, load_or_create_identity, restore_identity
-from analytics.privacy.scrubber import Scrubber
-from analytics.proposals import ProposalClock
-from analytics.queue import OfflineQueue, QueueBounds
-from analytics.queue.dead_letters import DeadLetterStore
-from analytics.session import Session, SessionMarker, collect_crashed_sessions, session_start_event
-from analytics.sinks.archive import ArchiveSink
-from analytics.sinks.base import Sink
-from analytics.sinks.posthog import PostHogSink
+from analytics.session import Session, collect_crashed_sessions, session_start_event
 from analytics.state import StateFolder
-from analytics.status import StatusReport, build_status
-from analytics.tracing import ChatTurnRecorder, ToolCallSpan, current_turn_id
+
+# Everything below is loaded when first needed (the queue at the first emit, delivery and Sentry
+# support at start()), so `import analytics` stays within SPEC 10's 150 ms.
+if TYPE_CHECKING:
+    import asyncio
+
+    from analytics.delivery.retry import RetryPolicy
+    from analytics.delivery.uploader import Uploader
+    from analytics.errors.hooks import UncaughtHooks
+    from analytics.errors.reporting import ErrorReporter
+    from analytics.errors.sentry import SentryBridge
+    from analytics.privacy.identity import InstallIdentity
+    from analytics.proposals import ProposalClock
+    from analytics.queue import OfflineQueue
+    from analytics.sinks.base import Sink
+    from analytics.status import StatusReport
+    from analytics.tracing import ChatTurnRecorder, ToolCallSpan
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Analytics:
     ) -> None:
         self.config = config if config is not None else TelemetryConfig.from_env()
         self._clock = clock
-        self._retry_policy = retry_policy or RetryPolicy()
+        self._retry_policy = retry_policy
         self._upload_interval = upload_interval
         self._sink_override = sink
         self._lock = threading.RLock()
@@ -89,7 +90,7 @@ class Analytics:
         self._uploader: Uploader | None = None
         self._errors: ErrorReporter | None = None
         self._sentry: SentryBridge | None = None
-        self._hooks = UncaughtHooks(self._report_uncaught)
+        self._hooks: UncaughtHooks | None = None
         self._session = Session()
         self._started = False
         self._logged_refusals: set[tuple[str, str]] = set()
@@ -143,10 +144,11 @@ class Analytics:
             self._open_marker(runtime)
             self._ensure_uploader().start()
             self._ensure_errors()
-            self._hooks.install()
+            hooks = self._uncaught_hooks()
+            hooks.install()
             loop = _running_loop()
             if loop is not None:
-                self._hooks.install_asyncio(loop)
+                hooks.install_asyncio(loop)
             atexit.register(self._at_exit)
 
     def chat_turn(
@@ -157,6 +159,8 @@ class Analytics:
         Tool calls inside it (``turn.tool_call(...)`` or ``telemetry.tool_call(...)``) share its
         trace id. Set lengths and tokens with ``turn.set(...)``; latency is measured unless given.
         """
+        from analytics.tracing import ChatTurnRecorder
+
         return ChatTurnRecorder(self._emit_payload, model=model, provider=provider, turn_id=turn_id)
 
     def tool_call(self, tool_name: str, *, turn_id: str | None = None) -> ToolCallSpan:
@@ -165,6 +169,8 @@ class Analytics:
         Success and error type come from the exception, which is re-raised. Inside a chat turn the
         span joins that turn's trace.
         """
+        from analytics.tracing import ToolCallSpan, current_turn_id
+
         return ToolCallSpan(self._emit_payload, tool_name, turn_id or current_turn_id())
 
     def _emit_payload(self, name: str, payload: dict[str, Any]) -> None:
@@ -187,7 +193,16 @@ class Analytics:
         if not self._enabled:
             return
         with guard("install_asyncio_handler"):
-            self._hooks.install_asyncio(loop or asyncio.get_running_loop())
+            import asyncio
+
+            self._uncaught_hooks().install_asyncio(loop or asyncio.get_running_loop())
+
+    def _uncaught_hooks(self) -> UncaughtHooks:
+        if self._hooks is None:
+            from analytics.errors.hooks import UncaughtHooks
+
+            self._hooks = UncaughtHooks(self._report_uncaught)
+        return self._hooks
 
     def _report_uncaught(self, exc: BaseException) -> None:
         if self._enabled:
@@ -218,7 +233,8 @@ class Analytics:
                 self._append(self._session.end_event("shutdown"))
                 self._close_marker()
                 atexit.unregister(self._at_exit)
-            self._hooks.uninstall()
+            if self._hooks is not None:
+                self._hooks.uninstall()
             deadline = time.monotonic() + timeout
             # Deliver what is queued even if start() never ran (an app that only emitted).
             if self._runtime is not None:
@@ -244,7 +260,8 @@ class Analytics:
                     self._disabled_reason = "opted out (set_enabled(False))"
                     self._started = False
                     self._close_marker()
-                    self._hooks.uninstall()
+                    if self._hooks is not None:
+                        self._hooks.uninstall()
                     self._close_sentry(0.0)
                     uploader, self._uploader = self._uploader, None
                     if uploader is not None:
@@ -323,6 +340,8 @@ class Analytics:
 
     def status(self) -> StatusReport:
         """Enabled or not and why, where the state is, and what the queue holds."""
+        from analytics.status import build_status
+
         runtime = self._runtime
         return build_status(
             self.config,
@@ -331,6 +350,9 @@ class Analytics:
         )
 
     def _ensure_runtime(self) -> _Runtime:
+        from analytics.privacy.scrubber import Scrubber
+        from analytics.queue import OfflineQueue, QueueBounds
+
         with self._lock:
             if self._runtime is not None:
                 return self._runtime
@@ -360,6 +382,8 @@ class Analytics:
             return self._runtime
 
     def _open_marker(self, runtime: _Runtime) -> None:
+        from analytics.session import SessionMarker
+
         try:
             marker = SessionMarker(runtime.state.sessions_dir, self._session.id, self._clock())
         except OSError as exc:
@@ -374,6 +398,11 @@ class Analytics:
             marker.close()
 
     def _ensure_uploader(self) -> Uploader:
+        from analytics.delivery.lease import UploadLease
+        from analytics.delivery.retry import RetryPolicy
+        from analytics.delivery.uploader import Uploader
+        from analytics.queue.dead_letters import DeadLetterStore
+
         with self._lock:
             if self._uploader is not None:
                 return self._uploader
@@ -389,7 +418,7 @@ class Analytics:
                 sink,
                 lease=UploadLease(state.lease_path),
                 dead_letters=lambda: DeadLetterStore(state.dead_letter_dir),
-                policy=self._retry_policy,
+                policy=self._retry_policy or RetryPolicy(),
                 max_age_seconds=self.config.max_event_age_seconds,
                 interval=self._upload_interval,
                 clock=self._clock,
@@ -398,6 +427,9 @@ class Analytics:
             return self._uploader
 
     def _ensure_errors(self) -> ErrorReporter:
+        from analytics.errors.reporting import ErrorReporter
+        from analytics.errors.sentry import SentryBridge
+
         with self._lock:
             if self._errors is not None:
                 return self._errors
@@ -437,6 +469,9 @@ def _make_sink(
     config: TelemetryConfig, state: StateFolder, clock: Callable[[], float]
 ) -> tuple[Sink | None, str | None]:
     """PostHog when a host is configured, else the local archive; (None, why) when it cannot work."""
+    from analytics.sinks.archive import ArchiveSink
+    from analytics.sinks.posthog import PostHogSink
+
     if config.endpoint:
         if config.token is None:
             return None, "TELEMETRY_ENDPOINT is set but TELEMETRY_TOKEN is not"
@@ -445,6 +480,8 @@ def _make_sink(
 
 
 def _proposal_clock(state: StateFolder, config: TelemetryConfig) -> ProposalClock | None:
+    from analytics.proposals import ProposalClock
+
     try:
         return ProposalClock(state.proposals_dir, config.proposal_ttl_days * 86_400)
     except (OSError, sqlite3.Error) as exc:
@@ -453,14 +490,21 @@ def _proposal_clock(state: StateFolder, config: TelemetryConfig) -> ProposalCloc
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
+    # No loop can run in a process that never imported asyncio; importing it just to ask costs 15 ms.
+    module = sys.modules.get("asyncio")
+    if module is None:
+        return None
     try:
-        return asyncio.get_running_loop()
+        loop: asyncio.AbstractEventLoop = module.get_running_loop()
     except RuntimeError:
         return None
+    return loop
 
 
 def _identity_or_ephemeral(state: StateFolder) -> InstallIdentity:
     """The install's identity; if the folder cannot hold one, a fresh one for this process only."""
+    from analytics.privacy.identity import InstallIdentity, load_or_create_identity
+
     try:
         state.ensure()
         return load_or_create_identity(state.root)
@@ -473,6 +517,8 @@ def _identity_or_ephemeral(state: StateFolder) -> InstallIdentity:
 
 
 def _restore_quietly(state: StateFolder, identity: InstallIdentity) -> None:
+    from analytics.privacy.identity import restore_identity
+
     try:
         state.ensure()
         restore_identity(state.root, identity)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Final
 
 # A server may ask for any pause; we honour it up to this, so a typo'd header cannot park delivery for
@@ -57,6 +56,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     try:
         seconds = float(text)
     except ValueError:
+        from email.utils import parsedate_to_datetime  # rare, and `email` costs 12 ms at import
+
         try:
             when = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):

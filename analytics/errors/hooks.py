@@ -4,13 +4,15 @@ restores the previous hook only if ours is still the one in place."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 Report = Callable[[BaseException], None]
 
