@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from analytics.privacy.identity import InstallIdentity
     from analytics.proposals import ProposalClock
     from analytics.queue import OfflineQueue
+    from analytics.queue.group_commit import GroupCommitter
     from analytics.sinks.base import Sink
     from analytics.status import StatusReport
     from analytics.tracing import ChatTurnRecorder, ToolCallSpan
@@ -94,6 +95,11 @@ class Analytics:
         self._session = Session()
         self._started = False
         self._logged_refusals: set[tuple[str, str]] = set()
+        self._committer: GroupCommitter[tuple[ev.DomainEvent, float]] | None = None
+        if self.config.group_commit_ms:
+            from analytics.queue.group_commit import GroupCommitter
+
+            self._committer = GroupCommitter(self._append_many, self.config.group_commit_ms / 1000)
         self._disabled_reason = self.config.disabled_reason
         if self._disabled_reason is None and StateFolder(self.config.resolved_state_dir).opted_out:
             self._disabled_reason = "opted out (set_enabled(False))"
@@ -218,6 +224,7 @@ class Analytics:
             return True
         delivered = False
         with guard("flush"):
+            self._commit_pending()
             delivered = self._ensure_uploader().flush(timeout)
         return delivered
 
@@ -227,6 +234,8 @@ class Analytics:
         if not self._enabled:
             return
         with guard("shutdown"):
+            if self._committer is not None:
+                self._committer.stop()  # what was handed over is written before SessionEnd
             with self._lock:
                 started, self._started = self._started, False
             if started:
@@ -259,6 +268,8 @@ class Analytics:
                     self._enabled = False
                     self._disabled_reason = "opted out (set_enabled(False))"
                     self._started = False
+                    if self._committer is not None:
+                        self._committer.stop(commit=False)  # opted out: nothing more is written
                     self._close_marker()
                     if self._hooks is not None:
                         self._hooks.uninstall()
@@ -299,7 +310,11 @@ class Analytics:
                 else:
                     self._refuse(exc.reason, exc.event_name, str(exc))
             else:
-                self._append(domain_event)
+                committer = self._committer
+                if committer is not None:
+                    committer.submit((domain_event, self._clock()))
+                else:
+                    self._append(domain_event)
         if rejected is not None:
             raise rejected
 
@@ -316,6 +331,28 @@ class Analytics:
             return
         runtime.queue.put(record)
         self._session.record(domain_event, when)
+
+    def _append_many(self, items: list[tuple[ev.DomainEvent, float]]) -> None:
+        """Group commit: map every handed-over event, then write them in one transaction."""
+        with guard("group commit"):
+            runtime = self._runtime or self._ensure_runtime()
+            records: list[bytes] = []
+            mapped: list[tuple[ev.DomainEvent, float]] = []
+            for domain_event, at in items:
+                domain_event = self._with_review_time(runtime, domain_event, at)
+                try:
+                    records.append(to_posthog_message(domain_event, runtime.context, at=at))
+                except EventRefused as exc:
+                    self._refuse(exc.reason, domain_event.event_name(), str(exc))
+                    continue
+                mapped.append((domain_event, at))
+            runtime.queue.put_many(records)
+            for domain_event, at in mapped:
+                self._session.record(domain_event, at)
+
+    def _commit_pending(self) -> None:
+        if self._committer is not None:
+            self._committer.commit_pending()
 
     def _with_review_time(self, runtime: _Runtime, event: ev.DomainEvent, at: float) -> ev.DomainEvent:
         """Remember when proposals are created; fill a decision's review time from that memory."""

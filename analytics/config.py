@@ -113,6 +113,12 @@ class TelemetryConfig(BaseModel):
     proposal_ttl_days: float = Field(
         30.0, gt=0, description="How long a proposal's creation time is kept waiting for its decision."
     )
+    group_commit_ms: float | None = Field(
+        None,
+        gt=0,
+        le=5_000,
+        description="Group commit: emit() returns before the disk write, which happens within this window.",
+    )
     max_value_chars: int = Field(8_192, ge=64, description="Cap on one free-text value.")
     max_content_chars: int = Field(200_000, ge=64, description="Cap on one full-content value.")
     max_event_bytes: int = Field(512 * 1024, ge=4096, description="Cap on one serialised event.")
@@ -320,6 +326,7 @@ ENV_VARS: Final[dict[str, str]] = {
     "TELEMETRY_MAX_QUEUE_BYTES": "max_queue_bytes",
     "TELEMETRY_MAX_EVENT_AGE_DAYS": "max_event_age_days",
     "TELEMETRY_PROPOSAL_TTL_DAYS": "proposal_ttl_days",
+    "TELEMETRY_GROUP_COMMIT_MS": "group_commit_ms",
 }
 
 _SECRET_FIELDS: Final = frozenset({"token", "machine_id", "sentry_dsn"})

@@ -113,6 +113,24 @@ class OfflineQueue:
             return
         self._put_memory(record)
 
+    def put_many(self, records: list[bytes]) -> None:
+        """Append several records in one transaction (group commit). Never raises."""
+        disk = self._usable_disk()
+        if disk is not None:
+            try:
+                disk.put_many(records)
+            except STORE_ERRORS as exc:
+                self._disk_failed(disk, exc)
+            else:
+                self._puts_until_check -= len(records)
+                self._bytes_until_check -= sum(len(r) for r in records)
+                if self._puts_until_check <= 0 or self._bytes_until_check <= 0:
+                    self._check_folder(disk)
+                    self.enforce_bounds()
+                return
+        for record in records:
+            self.put(record)  # one by one: each finds the disk, or the memory buffer
+
     def _put_memory(self, record: bytes) -> None:
         with self._lock:
             self._memory_key -= 1
