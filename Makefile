@@ -37,6 +37,9 @@ typecheck: $(STAMP)
 unit: $(STAMP) $(COMPOSE)
 	ANALYTICS_COMPOSE=$(abspath $(COMPOSE)) $(BIN)/pytest
 
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
 crash-soak: $(STAMP)
 	$(BIN)/python bench/crash_soak.py --kills 100
 

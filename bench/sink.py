@@ -27,7 +27,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             method, path = lines[0].split(" ")[:2]
-            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            headers = {
+                k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             if path.startswith("/count"):
                 text = f'{{"events": {Counter.events}, "requests": {Counter.requests}}}'.encode()

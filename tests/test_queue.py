@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analytics import events
 from tests.conftest import MakeTelemetry, archived_messages, queued_messages, run_python
@@ -224,3 +226,28 @@ def test_concurrent_emitters_lose_nothing(
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(work, range(0, threads * 250, 250)))
     assert sorted(tool_numbers(state_dir)) == list(range(threads * 250))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+        max_leaves=10,
+    )
+)
+def test_the_stored_shorthand_is_exactly_reversible(value: object) -> None:
+    from analytics.privacy.caps import encode
+    from analytics.queue.disk import pack, unpack
+
+    message = {
+        "event": "$ai_span",
+        "distinct_id": "d",
+        "uuid": "u",
+        "timestamp": "t",
+        "properties": {"x": value, "$session_id": "s", "app_version": "1", "schema_version": 1},
+    }
+    record = encode(message)
+    assert unpack(pack(record)) == record
+    assert len(pack(record)) < len(record)
+    assert unpack(record) == record  # a plain record (an older queue's) reads as it is

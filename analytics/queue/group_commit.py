@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
+MAX_PENDING = 5_000
 
 
 class GroupCommitter(Generic[Item]):
@@ -31,10 +32,16 @@ class GroupCommitter(Generic[Item]):
         _forget_in_child(self)
 
     def submit(self, item: Item) -> None:
-        """Hand over one item (deque.append is atomic: no lock on the caller's path)."""
+        """Hand over one item (deque.append is atomic: no lock on the caller's path).
+
+        A producer faster than the disk commits in its own thread once MAX_PENDING items wait:
+        backpressure, so memory stays bounded and nothing is dropped.
+        """
         self._pending.append(item)
         if self._thread is None:
             self._start()
+        if len(self._pending) >= MAX_PENDING:
+            self.commit_pending()
 
     def _start(self) -> None:
         with self._commit_lock:
