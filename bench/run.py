@@ -81,7 +81,7 @@ class Table:
     def print(self) -> None:
         headers = ("figure", "analytics", "posthog-python", "ratio", "SPEC 10 bar", "")
         widths = [max(len(str(row[i])) for row in [headers, *self.rows]) for i in range(len(headers))]
-        line = "  ".join("{:<%d}" % w for w in widths)
+        line = "  ".join(f"{{:<{w}}}" for w in widths)
         print(line.format(*headers))
         print(line.format(*("-" * w for w in widths)))
         for row in self.rows:
@@ -183,7 +183,8 @@ def main() -> int:
         table.add(
             f"{burst_n // 1000}k burst: delivered / lost",
             f"{mine_burst['delivered']:,} / {mine_burst['lost']:,}",
-            f"{their_burst['delivered']:,} / {their_burst['lost']:,} ({100 * their_burst['delivered'] / burst_n:.0f}%)",
+            f"{their_burst['delivered']:,} / {their_burst['lost']:,}"
+            f" ({100 * their_burst['delivered'] / burst_n:.0f}%)",
             "",
             "loses nothing",
             ok(mine_burst["lost"] == 0),

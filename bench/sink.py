@@ -26,7 +26,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
-            method, path = lines[0].split(" ")[:2]
+            path = lines[0].split(" ")[1]
             headers = {
                 k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
             }

@@ -117,9 +117,7 @@ def latency_posthog(url: str, count: str) -> dict[str, Any]:
 
 def end_to_end_ours(url: str, count: str) -> dict[str, Any]:
     n = int(count)
-    telemetry = ours(url)
-    telemetry.start()
-    sink_reset(url)
+    telemetry = started_and_counted_from_zero(url)
     started = time.perf_counter()
     for _ in range(n):
         telemetry.emit("ChatTurn", CHAT_TURN)
@@ -158,11 +156,18 @@ def drain_ours(url: str, count: str) -> dict[str, Any]:
     return {"wall_s": wall, "events_per_s": n / wall, "delivered": sink_count(url), "complete": drained}
 
 
+def started_and_counted_from_zero(url: str, **config: Any) -> Any:
+    """Started (its SessionStart delivered), with the sink's count back at zero."""
+    telemetry = ours(url, **config)
+    telemetry.start()
+    telemetry.flush(timeout=10)
+    sink_reset(url)
+    return telemetry
+
+
 def burst_ours(url: str, count: str) -> dict[str, Any]:
     n = int(count)
-    telemetry = ours(url)
-    telemetry.start()
-    sink_reset(url)
+    telemetry = started_and_counted_from_zero(url)
     for _ in range(n):
         telemetry.emit("ChatTurn", CHAT_TURN)
     telemetry.flush(timeout=300)
@@ -188,11 +193,9 @@ def burst_posthog(url: str, count: str) -> dict[str, Any]:
 def memory_and_disk_ours(url: str, count: str) -> dict[str, Any]:
     """Queue `count` events (nothing delivered), then measure this process and the queue's size."""
     n = int(count)
-    telemetry = ours("http://127.0.0.1:9", group_commit_ms=20)  # never started: everything stays queued
-    for start in range(0, n, 10_000):
-        for _ in range(min(10_000, n - start)):
-            telemetry.emit("ChatTurn", CHAT_TURN)
-        telemetry._commit_pending()
+    telemetry = ours("http://127.0.0.1:9")  # the default, durable mode; never started: all stays queued
+    for _ in range(n):
+        telemetry.emit("ChatTurn", CHAT_TURN)
     status = telemetry.status()
     rss_mb = _rss_mb()
     telemetry.shutdown(timeout=0)

@@ -21,12 +21,20 @@ from analytics.delivery.lease import UploadLease
 from analytics.delivery.retry import RetryPolicy
 from analytics.queue import OfflineQueue
 from analytics.queue.dead_letters import DeadLetterStore
-from analytics.queue.disk import record_timestamp
+from analytics.queue.disk import LARGE_CHUNK, SMALL_CHUNK, record_timestamp
 from analytics.sinks.base import ExportResult, Outcome, Sink
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_EVENTS = 500
+# The background thread's share of the time while it works through a backlog. Its Python work
+# (decoding a batch, the HTTP client) competes with the app's threads for the GIL, and an emit()
+# that loses the GIL to it waits; so after each batch it rests nineteen times as long as the batch took.
+# The queue is durable: a burst drains a little later. An explicit flush() never rests.
+BACKGROUND_DUTY = 0.05
+MIN_BURST_PAUSE_SECONDS = 0.025
+# Records decoded between two voluntary releases of the GIL (~50 µs of work).
+GIL_YIELD_EVERY = 50
 # PostHog accepts 20 MB a request; staying well under it leaves room for JSON framing and keeps
 # a retry cheap on a slow link.
 MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -78,6 +86,7 @@ class Uploader:
         self._thread: threading.Thread | None = None
         self._attempt = 0
         self._not_before = 0.0  # monotonic time before which the sink is not asked again
+        self._ack_chunk = SMALL_CHUNK
         self._pid = os.getpid()
         _forget_thread_in_child(self)
 
@@ -99,15 +108,20 @@ class Uploader:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
-                result = self.run_cycle(self._request_timeout)
+                result = self.run_cycle(self._request_timeout, background=True)
             except Exception:  # the thread must outlive any bug; the guard's log says what happened
                 logger.exception("telemetry upload cycle failed")
                 result = CycleResult(Step.BACKOFF, self._policy.cap)
-            # Checkpoints happen here, in this thread, never inside an app's emit().
-            self._queue.checkpoint()
             if result.step is Step.SENT:
+                busy = time.monotonic() - began
+                self._wake.wait(max(MIN_BURST_PAUSE_SECONDS, busy * (1 / BACKGROUND_DUTY - 1)))
+                self._wake.clear()
                 continue
+            # Checkpoints happen here, in this thread, when the queue is quiet: never inside an
+            # app's emit(), and not between the batches of a burst.
+            self._queue.checkpoint()
             wait = self._interval if result.step in (Step.EMPTY, Step.BUSY) else result.delay
             self._wake.wait(wait)
             self._wake.clear()
@@ -158,8 +172,15 @@ class Uploader:
 
     # -- one cycle -----------------------------------------------------------------------------
 
-    def run_cycle(self, timeout: float, max_events: int = MAX_BATCH_EVENTS) -> CycleResult:
-        """Send at most one batch (of at most ``max_events``). Safe from any thread and any process."""
+    def run_cycle(
+        self, timeout: float, max_events: int = MAX_BATCH_EVENTS, *, background: bool = False
+    ) -> CycleResult:
+        """Send at most one batch (of at most ``max_events``). Safe from any thread and any process.
+
+        ``background``: the thread's own cycles yield to the app (small delete transactions); an
+        explicit flush or replay goes as fast as it can.
+        """
+        self._ack_chunk = SMALL_CHUNK if background else LARGE_CHUNK
         now = time.monotonic()
         if now < self._not_before:
             step = Step.PAUSED if self._queue.meta.fact("paused") else Step.BACKOFF
@@ -190,8 +211,12 @@ class Uploader:
         size = 0
         stale: list[int] = []
         cutoff = self._clock() - self._max_age
-        for key, record in self._queue.peek(min(max_events, MAX_BATCH_EVENTS)):
-            stamp = record_timestamp(record)
+        records = self._queue.peek(min(max_events, MAX_BATCH_EVENTS), yield_every=GIL_YIELD_EVERY)
+        # Records come oldest first: when the oldest is young enough, so is the rest of the batch.
+        oldest = record_timestamp(records[0][1]) if records else None
+        check_each = oldest is not None and oldest < cutoff
+        for key, record in records:
+            stamp = record_timestamp(record) if check_each else None
             if stamp is not None and stamp < cutoff:
                 stale.append(key)
                 continue
@@ -208,7 +233,7 @@ class Uploader:
         result = self._sink.export([record for _key, record in batch], timeout)
         outcome = result.outcome
         if outcome is Outcome.SUCCESS:
-            self._queue.ack([key for key, _record in batch])
+            self._queue.ack([key for key, _record in batch], chunk=self._ack_chunk)
             self._succeeded(len(batch))
             return CycleResult(Step.SENT)
         if outcome in (Outcome.SPLIT, Outcome.REJECTED):

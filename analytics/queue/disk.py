@@ -91,8 +91,11 @@ _INSERT: Final = (
 )
 _PEEK: Final = "SELECT key, mode, value FROM Cache WHERE raw = 1 ORDER BY key LIMIT ?"
 _NEWEST: Final = "SELECT key, mode, value FROM Cache WHERE raw = 1 ORDER BY key DESC LIMIT ?"
-# Keys per delete transaction: short enough that an emit() waiting for the write lock waits little.
-_CHUNK: Final = 100
+# Keys per delete transaction. Each deleted row fires diskcache's two counting triggers, so a chunk
+# holds SQLite's write lock for ~4 µs a key, and an emit() in another thread may be waiting: the
+# background uploader deletes 20 at a time (~90 µs); an explicit flush or replay 500.
+SMALL_CHUNK: Final = 20
+LARGE_CHUNK: Final = 500
 # How often a writer asks again for SQLite's write lock. SQLite's own busy handler sleeps 1 ms and
 # more between tries, which is what an emit() would then wait; asking every 50 µs keeps a brief
 # collision with the uploader's acknowledgement brief.
@@ -205,18 +208,24 @@ class DiskQueue:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def peek(self, limit: int) -> list[tuple[int, bytes]]:
-        """The oldest ``limit`` records, left in place."""
-        return self._rows(_PEEK, limit)
+    def peek(self, limit: int, *, yield_every: int = 0) -> list[tuple[int, bytes]]:
+        """The oldest ``limit`` records, left in place.
+
+        ``yield_every``: a background caller lets other threads have the GIL every that many
+        records, so an app thread waiting for it waits microseconds, not a whole batch.
+        """
+        return self._rows(_PEEK, limit, yield_every)
 
     def newest(self, count: int) -> list[tuple[int, bytes]]:
         """The newest ``count`` records, oldest of them first."""
         return self._rows(_NEWEST, count)[::-1]
 
-    def _rows(self, query: str, limit: int) -> list[tuple[int, bytes]]:
+    def _rows(self, query: str, limit: int, yield_every: int = 0) -> list[tuple[int, bytes]]:
         rows = self._execute(query, (limit,)).fetchall()
         batch: list[tuple[int, bytes]] = []
-        for key, mode, value in rows:
+        for index, (key, mode, value) in enumerate(rows):
+            if yield_every and index % yield_every == yield_every - 1:
+                time.sleep(0)  # releases the GIL: see peek()
             if mode != _MODE_RAW or value is None:
                 value = self._cache.get(key)  # a large record diskcache stored in a file
                 if value is None:
@@ -248,7 +257,7 @@ class DiskQueue:
 
     # -- deleting ------------------------------------------------------------------------------
 
-    def ack(self, keys: Iterable[int]) -> int:
+    def ack(self, keys: Iterable[int], *, chunk: int = SMALL_CHUNK) -> int:
         """Delete delivered records; returns how many were still there.
 
         One transaction a chunk of keys: a record is gone whole or not at all, and the write lock
@@ -256,17 +265,17 @@ class DiskQueue:
         """
         keys = list(keys)
         removed = 0
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
+        for start in range(0, len(keys), chunk):
+            part = keys[start : start + chunk]
+            marks = ",".join("?" * len(part))
             self._execute("BEGIN IMMEDIATE")
             try:
                 files = self._execute(
                     f"SELECT filename FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN ({marks})",
-                    chunk,
+                    part,
                 ).fetchall()
                 removed += self._execute(
-                    f"DELETE FROM Cache WHERE raw = 1 AND key IN ({marks})", chunk
+                    f"DELETE FROM Cache WHERE raw = 1 AND key IN ({marks})", part
                 ).rowcount
             except BaseException:
                 self._execute("ROLLBACK")
@@ -283,7 +292,9 @@ class DiskQueue:
     def checkpoint(self) -> None:
         """Give free pages back to the file system, then move the write-ahead log into the database
         without waiting on readers or writers."""
-        self._execute("PRAGMA incremental_vacuum").fetchall()
+        free_pages = self._execute("PRAGMA freelist_count").fetchone()[0]
+        if free_pages > 256:  # a vacuum takes the write lock: only when there is 1 MiB to give back
+            self._execute("PRAGMA incremental_vacuum").fetchall()
         self._execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def wal_bytes(self) -> int:

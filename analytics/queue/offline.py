@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from analytics.queue.disk import STORE_ERRORS, DiskQueue, record_timestamp
+from analytics.queue.disk import SMALL_CHUNK, STORE_ERRORS, DiskQueue, record_timestamp
 from analytics.queue.meta import MetaStore
 from analytics.state import StateFolder
 
@@ -160,13 +160,13 @@ class OfflineQueue:
 
     # -- reading and acknowledging -------------------------------------------------------------
 
-    def peek(self, limit: int) -> list[tuple[int, bytes]]:
+    def peek(self, limit: int, *, yield_every: int = 0) -> list[tuple[int, bytes]]:
         """The oldest ``limit`` records, left in place (disk first, then any held in memory)."""
         batch: list[tuple[int, bytes]] = []
         disk = self._usable_disk()
         if disk is not None:
             try:
-                batch = disk.peek(limit)
+                batch = disk.peek(limit, yield_every=yield_every)
             except STORE_ERRORS as exc:
                 self._disk_failed(disk, exc)
         if len(batch) < limit:
@@ -174,7 +174,7 @@ class OfflineQueue:
                 batch.extend(list(self._memory)[: limit - len(batch)])
         return batch
 
-    def ack(self, keys: Iterable[int]) -> int:
+    def ack(self, keys: Iterable[int], *, chunk: int = SMALL_CHUNK) -> int:
         """Remove delivered records. Disk keys are positive, memory keys negative."""
         keys = list(keys)
         removed = 0
@@ -187,7 +187,7 @@ class OfflineQueue:
         disk_keys = [key for key in keys if key >= 0]
         disk = self._disk
         if disk_keys and disk is not None:
-            removed += disk.ack(disk_keys)
+            removed += disk.ack(disk_keys, chunk=chunk)
         return removed
 
     def checkpoint(self) -> None:
