@@ -239,6 +239,9 @@ class OfflineQueue:
             self._drop_too_old(disk)
             over = len(disk) - self._bounds.max_events
             if over > 0:
+                # A full queue under a steady stream would otherwise drop one event per append, in
+                # its own transaction: drop a hundredth of the bound at a time.
+                over = max(over, self._bounds.max_events // 100)
                 self.meta.count_drop("queue_full", disk.drop_oldest(over))
             volume = self._drop_over_bytes(disk)
             headroom = self._bounds.max_events - len(disk)
