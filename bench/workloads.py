@@ -194,7 +194,7 @@ def memory_and_disk_ours(url: str, count: str) -> dict[str, Any]:
     """Queue `count` events (nothing delivered), then measure this process and the queue's size."""
     n = int(count)
     # The default, durable mode, never started (everything stays queued), bounded above the count.
-    telemetry = ours("http://127.0.0.1:9", max_queue_events=2 * n)
+    telemetry = ours("http://127.0.0.1:9", max_queue_events=2 * n, max_queue_bytes=2000 * n)
     for _ in range(n):
         telemetry.emit("ChatTurn", CHAT_TURN)
     status = telemetry.status()

@@ -309,8 +309,14 @@ class DiskQueue:
         return len(self._cache)
 
     def volume(self) -> int:
-        """Bytes the queue takes on disk."""
-        return int(self._cache.volume())
+        """Bytes the queue's records occupy on disk: pages in use (free pages, which the next
+        incremental vacuum gives back, are not counted) plus any record diskcache kept in a file."""
+        page_count = self._execute("PRAGMA page_count").fetchone()[0]
+        free_pages = self._execute("PRAGMA freelist_count").fetchone()[0]
+        page_size = self._execute("PRAGMA page_size").fetchone()[0]
+        # diskcache's triggers keep the total size of file-stored values in Settings (no table scan).
+        files = self._execute("SELECT value FROM Settings WHERE key = 'size'").fetchone()[0]
+        return int((page_count - free_pages) * page_size + files)
 
     def oldest_timestamp(self) -> float | None:
         """Emit time (epoch seconds) of the oldest record, or None when empty."""
