@@ -105,11 +105,7 @@ class OfflineQueue:
                     self._disk_failed(disk, exc2)
                     self._put_memory(record)
                     return
-            self._puts_until_check -= 1
-            self._bytes_until_check -= len(record)
-            if self._puts_until_check <= 0 or self._bytes_until_check <= 0:
-                self._check_folder(disk)
-                self.enforce_bounds()
+            self._written(disk, 1, len(record))
             return
         self._put_memory(record)
 
@@ -122,14 +118,18 @@ class OfflineQueue:
             except STORE_ERRORS as exc:
                 self._disk_failed(disk, exc)
             else:
-                self._puts_until_check -= len(records)
-                self._bytes_until_check -= sum(len(r) for r in records)
-                if self._puts_until_check <= 0 or self._bytes_until_check <= 0:
-                    self._check_folder(disk)
-                    self.enforce_bounds()
+                self._written(disk, len(records), sum(len(r) for r in records))
                 return
         for record in records:
             self.put(record)  # one by one: each finds the disk, or the memory buffer
+
+    def _written(self, disk: DiskQueue, count: int, size: int) -> None:
+        """Count down to the next bound check; check the folder and the bounds when it is due."""
+        self._puts_until_check -= count
+        self._bytes_until_check -= size
+        if self._puts_until_check <= 0 or self._bytes_until_check <= 0:
+            self._check_folder(disk)
+            self.enforce_bounds()
 
     def _put_memory(self, record: bytes) -> None:
         with self._lock:
