@@ -167,7 +167,7 @@ class Analytics:
         """
         from analytics.tracing import ChatTurnRecorder
 
-        return ChatTurnRecorder(self._emit_payload, model=model, provider=provider, turn_id=turn_id)
+        return ChatTurnRecorder(self.emit, model=model, provider=provider, turn_id=turn_id)
 
     def tool_call(self, tool_name: str, *, turn_id: str | None = None) -> ToolCallSpan:
         """Time a tool call: ``with telemetry.tool_call("read_file"): ...`` (also ``async with``).
@@ -177,10 +177,7 @@ class Analytics:
         """
         from analytics.tracing import ToolCallSpan, current_turn_id
 
-        return ToolCallSpan(self._emit_payload, tool_name, turn_id or current_turn_id())
-
-    def _emit_payload(self, name: str, payload: dict[str, Any]) -> None:
-        self.emit(name, payload)
+        return ToolCallSpan(self.emit, tool_name, turn_id or current_turn_id())
 
     def capture_exception(self, exc: BaseException, context: Mapping[str, Any] | None = None) -> str | None:
         """Report ``exc`` to Sentry (when configured) and to PostHog as ``$exception``, linked by

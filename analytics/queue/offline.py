@@ -89,22 +89,16 @@ class OfflineQueue:
 
     def put(self, record: bytes) -> None:
         """Append one encoded message. Never raises."""
-        disk = self._usable_disk()
-        if disk is not None:
+        # Two tries: a damaged file is replaced by _disk_failed, and the second try writes to that.
+        for _ in range(2):
+            disk = self._usable_disk()
+            if disk is None:
+                break
             try:
                 disk.put(record)
             except STORE_ERRORS as exc:
                 self._disk_failed(disk, exc)
-                disk = self._usable_disk()
-                if disk is None:
-                    self._put_memory(record)
-                    return
-                try:
-                    disk.put(record)
-                except STORE_ERRORS as exc2:
-                    self._disk_failed(disk, exc2)
-                    self._put_memory(record)
-                    return
+                continue
             self._written(disk, 1, len(record))
             return
         self._put_memory(record)
