@@ -111,7 +111,8 @@ def read_queue_stats(state: StateFolder) -> tuple[QueueStats, dict[str, Any], st
     """Stats of a queue folder without a running app; ``(stats, delivery facts, problem)``."""
     from analytics.queue import QueueStats
 
-    meta = MetaStore(state.meta_dir if state.meta_dir.is_dir() else None)
+    # A command line may wait for the counters; an app's emit() never does.
+    meta = MetaStore(state.meta_dir if state.meta_dir.is_dir() else None, open_budget=5.0)
     drops, facts = meta.drops(), _facts(meta)
     meta.close()
     if not state.queue_dir.is_dir():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -19,6 +20,7 @@ import orjson
 from analytics.privacy.scrubber import Scrubber
 
 TRUNCATION_MARK: Final = "…[truncated]"
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 MAX_DEPTH: Final = 8
 MAX_ITEMS: Final = 256
 MAX_KEY_CHARS: Final = 200
@@ -102,7 +104,11 @@ def encode(message: Mapping[str, Any]) -> bytes:
     try:
         return orjson.dumps(message)
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # A lone surrogate (os.fsdecode's stand-in for a file name byte that is not UTF-8) cannot
+        # be sent as UTF-8, and PostHog refuses its \u escape: it becomes U+FFFD, as a decoder
+        # would have made it.
+        return _SURROGATE.sub("\ufffd", text).encode()
 
 
 def fit_to_budget(message: dict[str, Any], max_bytes: int, truncated: list[str]) -> bytes | None:
