@@ -311,10 +311,14 @@ class Analytics:
                         uploader.close()
                     self._close()
                     state.purge()
-                    state.write_opt_out("set_enabled(False)\n")
+                    try:
+                        state.write_opt_out("set_enabled(False)\n")
+                    except OSError as exc:
+                        # Off for this run regardless; the next start cannot read this folder either.
+                        logger.warning("telemetry opt-out not recorded in the state folder: %s", exc)
                 return
             with self._lock:
-                state.opt_out_marker.unlink(missing_ok=True)
+                state.clear_opt_out()
                 self._disabled_reason = self.config.disabled_reason
                 self._enabled = self._disabled_reason is None
                 if self._enabled:
@@ -421,6 +425,7 @@ class Analytics:
         """Enabled or not and why, where the state is, and what the queue holds."""
         from analytics.status import build_status
 
+        # Outside the guard on purpose: build_status reports what it cannot read, it does not raise.
         runtime = self._runtime
         return build_status(
             self.config,

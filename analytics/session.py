@@ -17,6 +17,7 @@ from typing import Any
 from analytics import events as ev
 from analytics.filelock import try_lock, unlock
 from analytics.mapping import uuid7
+from analytics.state import OWNED_FOLDERS
 
 
 @dataclass
@@ -167,10 +168,14 @@ MARKER_BYTES = 512
 
 def collect_crashed_sessions(folder: Path) -> list[EndedSession]:
     """Markers whose process is gone, read and removed (oldest first). Live sessions are left alone."""
-    if not folder.is_dir():
-        return []
+    try:
+        paths = sorted(folder.glob("*.json"))
+    except OSError:
+        return []  # no folder (or none we can read): no crashed session we could report
     ended: list[EndedSession] = []
-    for path in sorted(folder.glob("*.json")):
+    for path in paths:
+        if not OWNED_FOLDERS["sessions"].fullmatch(path.name):
+            continue  # not a marker of ours: never read, never removed
         try:
             fd = os.open(path, os.O_RDWR)
         except OSError:

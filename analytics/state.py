@@ -119,6 +119,11 @@ class StateFolder:
             return []
         return sorted(self.root / name for name in names if _CORRUPT_QUEUE.fullmatch(name))
 
+    def clear_opt_out(self) -> None:
+        """Remove the opt-out marker (opting back in); a folder that refuses is left as it is."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.opt_out_marker)
+
     def write_opt_out(self, reason: str) -> None:
         self.ensure()
         write_private(self.opt_out_marker, reason.encode())

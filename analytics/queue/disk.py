@@ -167,7 +167,8 @@ class DiskQueue:
             _create_database(directory / DB_NAME)
             # diskcache writes its settings on every open, retrying a locked database for 60 s;
             # so it is asked only to create the schema, which happens once per queue.
-            if not self._execute(_HAS_CACHE_TABLE).fetchone()[0]:
+            self.created = not self._execute(_HAS_CACHE_TABLE).fetchone()[0]
+            if self.created:
                 self._cache.close()
             # Touch the table now, so a damaged file is found at open rather than on the first emit.
             len(self)
@@ -409,6 +410,12 @@ class DiskQueue:
             # diskcache's triggers keep the total size of file-stored values in Settings (no table scan).
             files = self._execute("SELECT value FROM Settings WHERE key = 'size'").fetchone()[0]
         return int((page_count - free_pages) * page_size + files)
+
+    def integrity(self) -> str:
+        """SQLite's own check of every page: "ok", or what is wrong (reads the whole file)."""
+        with sqlite_section:
+            rows = self._execute("PRAGMA quick_check(5)").fetchall()
+        return "; ".join(str(row[0]) for row in rows)
 
     def oldest_timestamp(self) -> float | None:
         """Emit time (epoch seconds) of the oldest record, or None when empty."""

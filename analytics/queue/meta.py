@@ -50,6 +50,7 @@ class MetaStore:
         self._open_budget = open_budget
         self._pending: Counter[str] = Counter()
         self._facts: dict[str, Any] = {}
+        self._unwritten_facts: dict[str, Any] = {}
         self._opening: BoundedOpen[Any] | None = None
         self._cache: Any = None
         if directory is not None:
@@ -76,6 +77,11 @@ class MetaStore:
                 logger.warning("telemetry counters kept in memory: %s", opening.error)
         return self._cache
 
+    def wait_open(self, seconds: float) -> None:
+        """Give a store still opening up to ``seconds`` (only off the app's usual path)."""
+        if self._opening is not None:
+            self._opening.wait(seconds)
+
     def count_drop(self, reason: str, count: int = 1) -> None:
         if count <= 0:
             return
@@ -84,7 +90,18 @@ class MetaStore:
 
     def _write_pending(self) -> None:
         cache = self._store()
-        if cache is None or not self._pending:
+        if cache is None:
+            return
+        for key, value in list(self._unwritten_facts.items()):
+            try:
+                with sqlite_section:
+                    cache.set("fact." + key, value)
+            except STORE_ERRORS as exc:
+                logger.debug("fact %s kept in memory: %s", key, exc)
+                break
+            if self._unwritten_facts.get(key) is value:
+                del self._unwritten_facts[key]
+        if not self._pending:
             return
         pending = dict(self._pending)
         try:
@@ -118,15 +135,12 @@ class MetaStore:
 
     def set_fact(self, key: str, value: Any) -> None:
         self._facts[key] = value
-        cache = self._store()
-        if cache is not None:
-            try:
-                with sqlite_section:
-                    cache.set("fact." + key, value)
-            except STORE_ERRORS as exc:
-                logger.debug("fact %s kept in memory: %s", key, exc)
+        self._unwritten_facts[key] = value
+        self._write_pending()
 
     def fact(self, key: str, default: Any = None) -> Any:
+        if key in self._unwritten_facts:
+            return self._unwritten_facts[key]
         cache = self._store()
         if cache is not None:
             try:
@@ -142,7 +156,7 @@ class MetaStore:
         self._write_pending()
 
     def close(self) -> None:
-        if self._opening is not None and self._pending:
+        if self._opening is not None and (self._pending or self._unwritten_facts):
             self._opening.wait(0.5)  # counts still waiting for the store: give it a moment
         self._write_pending()
         cache, self._cache, self._opening = self._store(), None, None

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import orjson
+
 from analytics.forksafe import after_fork_in_child, sqlite_is_safe
 from analytics.queue.disk import (
     PUT_WAIT_SECONDS,
@@ -38,6 +40,7 @@ from analytics.queue.disk import (
     DiskQueue,
     StoreBusy,
     record_timestamp,
+    unpack,
 )
 from analytics.queue.meta import MetaStore
 from analytics.queue.salvage import salvage
@@ -407,14 +410,16 @@ class OfflineQueue:
         if not self._ensure_folder():
             return None
         disk: DiskQueue | None
+        emptied = False
         try:
             disk = DiskQueue(self._state.queue_dir)
+            emptied = disk.created
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 self._disk_problem = str(exc)
                 logger.warning("telemetry queue unusable, events kept in memory: %s", exc)
                 return None
-            disk = self._replace_corrupt(exc)
+            disk = self._replace_corrupt(exc)  # read back and counted later, by _read_back
         except STORE_ERRORS as exc:
             self._disk_problem = str(exc)
             logger.warning("telemetry queue unusable, events kept in memory: %s", exc)
@@ -423,7 +428,20 @@ class OfflineQueue:
             self._disk_problem = None
             self._identity = _file_identity(disk)
             self._next_health = time.monotonic() + self._health_interval
+            if emptied:
+                self._lost_while_closed()
         return disk
+
+    def _lost_while_closed(self) -> None:
+        """A new, empty queue where the depth remembered beside it says events were waiting: the
+        queue file was emptied or removed while no app had it open. Count what went with it."""
+        self.meta.wait_open(0.5)
+        remembered = self.meta.fact("queue_depth")
+        if isinstance(remembered, int) and remembered > 0:
+            logger.warning("telemetry queue was emptied or removed while closed: %d events lost", remembered)
+            self.meta.count_drop("queue_corrupted", remembered)
+            self.meta.set_fact("last_damage", {"at": self._clock(), "recovered": 0, "lost": remembered})
+            self.meta.set_fact("queue_depth", 0)
 
     def _replace_corrupt(self, exc: Exception) -> DiskQueue | None:
         """Set the damaged queue aside and start an empty one; :meth:`maintain` reads it back."""
@@ -441,29 +459,28 @@ class OfflineQueue:
     def _read_back(self, aside: Path) -> None:
         """Move what a damaged queue still holds into the queue; count what it lost, by event."""
         found = salvage(aside / "cache.db")
-        lost = found.lost
-        if lost is None:
+        # A record read from a damaged page may itself be damaged: only whole messages go back.
+        records = [stored for stored in found.records if _is_message(unpack(stored))]
+        known = found.known_count
+        if known is None:
             # The file could not even say how many it held: the depth remembered beside it can.
             remembered = self.meta.fact("queue_depth")
-            lost = max(0, int(remembered) - len(found.records)) if isinstance(remembered, int) else 0
+            known = remembered if isinstance(remembered, int) else len(records)
+        lost = max(0, known - len(records))
         disk = self._disk
         if disk is None:
             self._damaged.insert(0, aside)
             return
         try:
-            for start in range(0, len(found.records), 500):
-                disk.put_stored(found.records[start : start + 500])
+            for start in range(0, len(records), 500):
+                disk.put_stored(records[start : start + 500])
         except STORE_ERRORS as exc:
             logger.warning("damaged queue not read back yet: %s", exc)
             self._damaged.insert(0, aside)
             return
         self.meta.count_drop("queue_corrupted", lost)
-        self.meta.set_fact(
-            "last_damage", {"at": self._clock(), "recovered": len(found.records), "lost": lost}
-        )
-        logger.warning(
-            "telemetry queue damage: %d events recovered, %d lost (counted)", len(found.records), lost
-        )
+        self.meta.set_fact("last_damage", {"at": self._clock(), "recovered": len(records), "lost": lost})
+        logger.warning("telemetry queue damage: %d events recovered, %d lost (counted)", len(records), lost)
         purge_folder(aside, DISKCACHE_FILES)
 
     def _disk_failed(self, disk: DiskQueue, exc: Exception) -> None:
@@ -535,6 +552,14 @@ class OfflineQueue:
                 self._memory.clear()
             self.meta.close()
             self._next_retry = float("inf")
+
+
+def _is_message(record: bytes) -> bool:
+    try:
+        message = orjson.loads(record)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(message, dict) and isinstance(message.get("uuid"), str)
 
 
 def _file_identity(disk: DiskQueue) -> tuple[int, int] | None:

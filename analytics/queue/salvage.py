@@ -43,6 +43,10 @@ def salvage(db_path: Path) -> Salvage:
         return Salvage([], None)
     try:
         with sqlite_section:
+            # A file shorter than its header says is "malformed" to SQLite before any page is
+            # read; with writable_schema it reads the pages that are there (nothing is written:
+            # the connection is read-only).
+            con.execute("PRAGMA writable_schema = ON")
             return _read(con)
     finally:
         with sqlite_section:

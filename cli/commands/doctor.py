@@ -112,7 +112,7 @@ def _state_folder(state: StateFolder) -> list[Check]:
 
 
 def _delivery_state(config: TelemetryConfig) -> list[Check]:
-    report = build_status(config, disabled_reason=config.disabled_reason)
+    report = build_status(config, disabled_reason=config.disabled_reason, check_integrity=True)
     checks = []
     if report.problem:
         checks.append(
