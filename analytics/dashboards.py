@@ -150,7 +150,6 @@ class PostHogApi:
                 headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
                 data=json.dumps(body) if body is not None else None,
                 timeout=20,
-                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise DashboardApiError(f"cannot reach PostHog: {type(exc).__name__}") from None
