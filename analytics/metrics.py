@@ -163,23 +163,40 @@ def _of(messages: Iterable[Message], *names: str) -> list[Message]:
     return [m for m in messages if m.get("event") in names]
 
 
-def _when(message: Message) -> datetime:
-    """The event's instant in UTC. A timestamp without an offset is read as UTC, as PostHog does."""
-    moment = datetime.fromisoformat(str(message["timestamp"]).replace("Z", "+00:00"))
+def _when(message: Message) -> datetime | None:
+    """The event's instant in UTC; a timestamp without an offset is read as UTC, as PostHog does.
+    None when there is no readable timestamp (such an event has no day or week)."""
+    try:
+        moment = datetime.fromisoformat(str(message["timestamp"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc)
 
 
-def _day(message: Message) -> date:
+def _day(message: Message) -> date | None:
     """``toDate(toTimeZone(timestamp, 'UTC'))``: the event's UTC day."""
-    return _when(message).date()
+    moment = _when(message)
+    return None if moment is None else moment.date()
 
 
-def _week(message: Message) -> date:
+def _week(message: Message) -> date | None:
     """``toStartOfWeek(toTimeZone(timestamp, 'UTC'), 1)``: the Monday of the event's UTC week."""
     day = _day(message)
-    return day - timedelta(days=day.weekday())
+    return None if day is None else day - timedelta(days=day.weekday())
+
+
+def _by(
+    bucket: Callable[[Message], date | None], messages: Iterable[Message], key: Callable[[Message], str]
+) -> list[Row]:
+    """Distinct ``key`` values per time bucket, oldest bucket first."""
+    buckets: dict[date, set[str]] = defaultdict(set)
+    for message in messages:
+        when = bucket(message)
+        if when is not None:
+            buckets[when].add(key(message))
+    return [(when.isoformat(), len(keys)) for when, keys in sorted(buckets.items())]
 
 
 def quantile(values: Sequence[float], level: float) -> float | None:
@@ -210,17 +227,11 @@ def _numbers(messages: Iterable[Message], key: str) -> list[float]:
 
 
 def _sessions_per_day(messages: Sequence[Message]) -> list[Row]:
-    sessions: dict[date, set[str]] = defaultdict(set)
-    for m in _of(messages, "session_started"):
-        sessions[_day(m)].add(str(_props(m).get("$session_id")))
-    return [(day.isoformat(), len(ids)) for day, ids in sorted(sessions.items())]
+    return _by(_day, _of(messages, "session_started"), lambda m: str(_props(m).get("$session_id")))
 
 
 def _sessions_per_week(messages: Sequence[Message]) -> list[Row]:
-    sessions: dict[date, set[str]] = defaultdict(set)
-    for m in _of(messages, "session_started"):
-        sessions[_week(m)].add(str(_props(m).get("$session_id")))
-    return [(week.isoformat(), len(ids)) for week, ids in sorted(sessions.items())]
+    return _by(_week, _of(messages, "session_started"), lambda m: str(_props(m).get("$session_id")))
 
 
 def _proposal_outcomes(messages: Sequence[Message]) -> list[Row]:
@@ -269,10 +280,7 @@ def _crash_free_sessions(messages: Sequence[Message]) -> list[Row]:
 
 
 def _weekly_active_installs(messages: Sequence[Message]) -> list[Row]:
-    installs: dict[date, set[str]] = defaultdict(set)
-    for m in _of(messages, "session_started"):
-        installs[_week(m)].add(str(m.get("distinct_id")))
-    return [(week.isoformat(), len(ids)) for week, ids in sorted(installs.items())]
+    return _by(_week, _of(messages, "session_started"), lambda m: str(m.get("distinct_id")))
 
 
 _SESSIONS = Column("sessions", "Sessions", COUNT)

@@ -383,3 +383,37 @@ def test_the_time_zone_check_is_not_vacuous() -> None:
         evaluate_time(
             parse_select("SELECT toStartOfMonth(timestamp) FROM events")["select"][0], monday_utc, "UTC"
         )
+
+
+def test_events_without_a_readable_timestamp_have_no_day(state_dir: Path) -> None:
+    events = [
+        message("session_started", "2026-03-08T23:30:00", A, **{"$session_id": "s1"}),
+        message("session_started", "2026-03-08T23:40:00", B, **{"$session_id": "s2"}),
+        message("session_ended", "2026-03-08T23:50:00", A, end_reason="crash"),
+    ]
+    events[0]["timestamp"] = "2026-03-08T23:30:00"  # no offset: UTC, as PostHog reads it
+    events[1]["timestamp"] = "yesterday-ish"
+    del events[2]["timestamp"]
+    write_archive(state_dir, events)
+    result = runner.invoke(app, ["report", "--json", "--state-dir", str(state_dir)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["sessions_per_day"] == [{"day": "2026-03-08", "sessions": 1}]
+    assert data["weekly_active_installs"] == [{"week": "2026-03-02", "installs": 1}]
+    assert data["crash_free_sessions"] == [{"sessions": 1, "crashed": 1, "crash_free_rate": 0.0}]
+
+
+def test_hostile_labels_are_escaped_in_the_html(state_dir: Path, tmp_path: Path) -> None:
+    hostile = '<script>alert("x")</script>'
+    events = [
+        message("$ai_generation", "2026-03-03T09:10:00", **{"$ai_model": hostile, "$ai_latency": 1.0}),
+        message("$ai_generation", "2026-03-03T09:10:00", **{"$ai_model": "ok", "$ai_latency": 2.0}),
+        message("$exception", "2026-03-03T09:15:00", error_type='"><img src=x onerror=alert(1)>'),
+    ]
+    write_archive(state_dir, events)
+    page = tmp_path / "report.html"
+    assert runner.invoke(app, ["report", "--html", str(page), "--state-dir", str(state_dir)]).exit_code == 0
+    text = page.read_text()
+    assert "<script" not in text
+    assert "<img" not in text
+    assert "&lt;script&gt;" in text
