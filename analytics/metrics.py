@@ -58,7 +58,8 @@ class Format:
 
     def render(self, value: Any) -> str:
         """As PostHog's data-visualization front end formats a cell (``formatDataWithSettings``), for
-        the en-US locale: ``number`` groups thousands and drops trailing zeros."""
+        the en-US locale: ``number`` groups thousands and drops trailing zeros. (``short``, which no
+        metric uses, is shown like ``none``.)"""
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
         text = str(value)

@@ -360,6 +360,8 @@ class PostHogApiServer:
                         },
                     )
                 parts = urlsplit(self.path)
+                # A self-contained endpoint (another path under /api/projects/<id>/) can be routed
+                # here, after the key check and before the REST collections below.
                 match = re.fullmatch(r"/api/projects/(\d+)/([a-z_]+)/(?:(\d+)/)?", parts.path)
                 if match is None or match[2] not in RESOURCES:
                     return self._send(404, {"type": "invalid_request", "detail": "Not found."})
