@@ -131,18 +131,16 @@ write_compose_scripts() {
 node_tag_for() {
 	local ref=$1 helper=posthog/bin/helpers/resolve-hobby-node-tag.sh tag
 	if [ -n "${POSTHOG_NODE_TAG:-}" ]; then
-		echo "$POSTHOG_NODE_TAG"
-		return
-	fi
-	if [ ! -f "$helper" ]; then
+		tag=$POSTHOG_NODE_TAG
+	elif [ ! -f "$helper" ]; then
 		warn "PostHog at $ref has no $helper: using ${REGISTRY_URL}-node:latest"
-		echo latest
-		return
+		tag=latest
+	else
+		# It prints "latest" and explains on stderr when no image matches: PostHog's installer goes on.
+		tag=$(REGISTRY_URL=$REGISTRY_URL POSTHOG_APP_TAG=$ref POSTHOG_CHECKOUT=posthog \
+			HOBBY_NODE_TAG_MAX_COMMITS=$HISTORY_DEPTH bash "$helper") || warn "see above: posthog-node image tag '$tag'"
 	fi
-	# It prints "latest" and explains on stderr when no image matches: PostHog's installer goes on.
-	tag=$(REGISTRY_URL=$REGISTRY_URL POSTHOG_APP_TAG=$ref POSTHOG_CHECKOUT=posthog \
-		HOBBY_NODE_TAG_MAX_COMMITS=$HISTORY_DEPTH bash "$helper") || warn "see above: posthog-node image tag '$tag'"
-	[[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "PostHog's $helper printed '$tag', which is not an image tag"
+	[[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "the posthog-node image tag '$tag' is not an image tag"
 	echo "$tag"
 }
 

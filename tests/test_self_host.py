@@ -203,6 +203,15 @@ def test_a_pinned_node_tag_wins(tmp_path: Path, upstream: Upstream) -> None:
     assert merged(target)["services"]["plugins"]["image"] == "posthog/posthog-node:my-node-build"
 
 
+def test_a_node_tag_that_is_no_image_tag_is_refused(tmp_path: Path, upstream: Upstream) -> None:
+    target = fresh_copy(tmp_path)
+    env = setup_env(upstream, POSTHOG_NODE_TAG="x y:latest")
+    result = run(target, "./setup.sh", DOMAIN, upstream.pinned, env=env)
+    assert result.returncode == 1
+    assert "the posthog-node image tag 'x y:latest' is not an image tag" in result.stderr
+    assert not (target / ".env").exists()
+
+
 # -- the merged configuration, validated by Compose v2 --------------------------------------------
 
 
@@ -263,19 +272,17 @@ def test_glitchtip_has_a_healthchecked_database_uploads_and_pinned_images(deploy
 
 @pytest.mark.parametrize("glitchtip_running", [True, False])
 def test_the_proxy_serves_glitchtip_only_when_it_runs(tmp_path: Path, glitchtip_running: bool) -> None:
-    # The hook asks the container's DNS for glitchtip-web; a stub nslookup plays Docker's DNS.
+    # The hook asks the container's resolver for glitchtip-web; stubs play Docker's DNS.
     stubs = tmp_path / "bin"
     stubs.mkdir()
-    (stubs / "nslookup").write_text(f"#!/bin/sh\nexit {0 if glitchtip_running else 1}\n")
-    (stubs / "nslookup").chmod(0o755)
+    for resolver in ("getent", "nslookup"):
+        (stubs / resolver).write_text(f"#!/bin/sh\nexit {0 if glitchtip_running else 2}\n")
+        (stubs / resolver).chmod(0o755)
+    (stubs / "sh").symlink_to(shutil.which("sh") or "/bin/sh")
     upstream_site = "posthog.example.com {\n\treverse_proxy web:8000\n}\n"
     result = subprocess.run(
-        ["sh", str(SELF_HOST / "caddy/glitchtip-site.sh"), "sh", "-c", 'printf %s "$CADDYFILE"'],
-        env={
-            "PATH": f"{stubs}:/usr/bin:/bin",
-            "CADDYFILE": upstream_site,
-            "GLITCHTIP_HOST": f"errors.{DOMAIN}",
-        },
+        ["/bin/sh", str(SELF_HOST / "caddy/glitchtip-site.sh"), "sh", "-c", 'printf %s "$CADDYFILE"'],
+        env={"PATH": str(stubs), "CADDYFILE": upstream_site, "GLITCHTIP_HOST": f"errors.{DOMAIN}"},
         capture_output=True,
         text=True,
     )
@@ -285,6 +292,7 @@ def test_the_proxy_serves_glitchtip_only_when_it_runs(tmp_path: Path, glitchtip_
         assert f"errors.{DOMAIN} {{\n\treverse_proxy glitchtip-web:8000\n}}" in result.stdout
     else:
         assert result.stdout == upstream_site
+        assert "no site for GlitchTip" in result.stderr
 
 
 # -- planted mistakes -----------------------------------------------------------------------------
