@@ -15,6 +15,9 @@ client touches them (read from PostHog's ``posthog/api/insight.py``, ``posthog/a
 - lists are paginated (``limit``/``offset`` with a ``next`` URL and a ``count``) and ordered unstably,
   as PostHog's default order ties on a mostly empty column: each request shuffles, unless an insight
   listing asks for ``order``; insight listings honour ``search`` (name or description contains).
+
+The query endpoint (``/query/``) is in ``_QueryEndpoint`` below: it answers HogQL over the events a
+``CaptureServer`` accepted.
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ import json
 import random
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.hogql import parse_select
 
 DASHBOARD_FIELDS = {"name", "description", "pinned", "tags"}
 INSIGHT_FIELDS = {"name", "description", "query", "saved", "dashboards", "tags"}
@@ -316,6 +323,8 @@ class PostHogApiServer:
         other_projects: Iterable[int] = (),
         key_projects: Iterable[int] | None = None,
         seed: int = 0,
+        events: Callable[[], list[dict[str, Any]]] | None = None,
+        ingestion_delay: float | None = 0.0,
     ) -> None:
         projects = {project_id, *other_projects}
         self.state = _State(
@@ -328,6 +337,8 @@ class PostHogApiServer:
             random.Random(seed),
         )
         state = self.state
+        self.query = _QueryEndpoint(project_id, events or list, ingestion_delay)
+        query = self.query
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -360,8 +371,8 @@ class PostHogApiServer:
                         },
                     )
                 parts = urlsplit(self.path)
-                # A self-contained endpoint (another path under /api/projects/<id>/) can be routed
-                # here, after the key check and before the REST collections below.
+                if query.handles(parts.path):
+                    return self._send(*query.answer(method, parts.path, raw))
                 match = re.fullmatch(r"/api/projects/(\d+)/([a-z_]+)/(?:(\d+)/)?", parts.path)
                 if match is None or match[2] not in RESOURCES:
                     return self._send(404, {"type": "invalid_request", "detail": "Not found."})
@@ -536,3 +547,177 @@ def _invalid(kind: str, body: Any, state: _State, *, creating: bool) -> str | No
             ):
                 return f'Invalid pk "{dashboard}" - object does not exist.'
     return None
+
+
+# -- the query endpoint: POST /api/projects/<id|@current>/query/ with a HogQLQuery -------------------
+
+QUERY_REQUEST_FIELDS = {
+    "query",
+    "refresh",
+    "client_query_id",
+    "name",
+    "filters_override",
+    "variables_override",
+}
+HOGQL_QUERY_FIELDS = {
+    "kind",
+    "query",
+    "values",
+    "filters",
+    "modifiers",
+    "name",
+    "variables",
+    "explain",
+    "tags",
+}
+BLOCKING_REFRESH = {None, True, False, "blocking", "force_blocking", "force_cache"}
+INTERVALS = {"toIntervalSecond": 1, "toIntervalMinute": 60, "toIntervalHour": 3600, "toIntervalDay": 86400}
+COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a is not None and a > b,
+    ">=": lambda a, b: a is not None and a >= b,
+    "<": lambda a, b: a is not None and a < b,
+    "<=": lambda a, b: a is not None and a <= b,
+}
+
+
+class UnsupportedQuery(ValueError):
+    """HogQL that PostHog would run but this fake does not evaluate: the test must not pass by luck."""
+
+
+class _QueryEndpoint:
+    """PostHog's query API over the events a capture server accepted, as strict as PostHog where our
+    client touches it: QueryRequest and HogQLQuery refuse unknown fields, the HogQL must parse with
+    PostHog's own parser, and placeholders need their ``values``.
+
+    An accepted event becomes visible ``ingestion_delay`` seconds after a query first sees it
+    (``None``: never, an ingestion pipeline that is down). ``fault`` = (status, body) answers every
+    query, e.g. PostHog's HTTP 500 when ClickHouse fails. It evaluates the subset of HogQL the
+    end-to-end check sends: fields and ``count()`` from ``events``, ANDed comparisons against
+    constants, placeholders and ``now() - INTERVAL n UNIT``, ORDER BY a field, LIMIT.
+    """
+
+    def __init__(
+        self, project_id: int, events: Callable[[], list[dict[str, Any]]], ingestion_delay: float | None
+    ) -> None:
+        self.project_id = project_id
+        self.events = events
+        self.ingestion_delay = ingestion_delay
+        self.fault: tuple[int, Any] | None = None
+        self.queries: list[dict[str, Any]] = []
+        self._first_seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def handles(self, path: str) -> bool:
+        return re.fullmatch(r"/api/projects/[^/]+/query/", path) is not None
+
+    def answer(self, method: str, path: str, raw: bytes) -> tuple[int, Any]:
+        project = path.split("/")[3]
+        if project not in {str(self.project_id), "@current"}:
+            return 404, {"type": "invalid_request", "code": "not_found", "detail": "Project not found."}
+        if method != "POST":
+            return 405, {"type": "invalid_request", "detail": f'Method "{method}" not allowed.'}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return 400, {"type": "validation_error", "detail": "JSON parse error"}
+        with self._lock:
+            self.queries.append(body)
+            if self.fault is not None:
+                return self.fault
+            try:
+                return 200, self._run(body)
+            except UnsupportedQuery as exc:
+                return 400, {"type": "validation_error", "code": "unsupported_by_fake", "detail": str(exc)}
+            except ValueError as exc:
+                return 400, {"type": "validation_error", "code": "invalid_input", "detail": str(exc)}
+
+    def _run(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or set(body) - QUERY_REQUEST_FIELDS:
+            raise ValueError(f"unknown fields in the request: {sorted(set(body) - QUERY_REQUEST_FIELDS)}")
+        if body.get("refresh") not in BLOCKING_REFRESH:
+            raise UnsupportedQuery(f"refresh={body.get('refresh')!r}: the fake answers blocking queries only")
+        query = body.get("query")
+        if not isinstance(query, dict) or query.get("kind") != "HogQLQuery":
+            raise UnsupportedQuery("only HogQLQuery")
+        if set(query) - HOGQL_QUERY_FIELDS:
+            raise ValueError(f"unknown fields in the HogQLQuery: {sorted(set(query) - HOGQL_QUERY_FIELDS)}")
+        if not isinstance(query.get("query"), str):
+            raise ValueError("query.query must be a string")
+        values = query.get("values") or {}
+        ast = parse_select(query["query"])  # raises ValueError as PostHog answers 400
+        table = ast.get("select_from") or {}
+        if (table.get("table") or {}).get("chain") != ["events"] or table.get("next_join"):
+            raise UnsupportedQuery("only SELECT ... FROM events")
+        for unsupported in ("ctes", "distinct", "group_by", "having", "prewhere", "qualify"):
+            if ast.get(unsupported):
+                raise UnsupportedQuery(f"no {unsupported.upper()}")
+        rows = [e for e in self._visible() if _matches(ast.get("where"), e, values)]
+        for order in reversed(ast.get("order_by") or []):
+            rows.sort(
+                key=lambda e, o=order: str(_value(o["expr"], e, values)), reverse=order["order"] == "DESC"
+            )
+        if ast.get("limit") is not None:
+            rows = rows[: int(_value(ast["limit"], {}, values))]
+        select = ast["select"]
+        if len(select) == 1 and select[0].get("node") == "Call" and select[0].get("name") == "count":
+            results: list[list[Any]] = [[len(rows)]]
+            columns = ["count()"]
+        else:
+            results = [[_jsonable(_value(column, e, values)) for column in select] for e in rows]
+            columns = [".".join(column.get("chain") or ["?"]) for column in select]
+        return {"results": results, "columns": columns, "hogql": query["query"], "is_cached": False}
+
+    def _visible(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        visible = []
+        for event in self.events():
+            seen = self._first_seen.setdefault(str(event.get("uuid")), now)
+            if self.ingestion_delay is not None and now - seen >= self.ingestion_delay:
+                visible.append(event)
+        return visible
+
+
+def _matches(where: Any, event: dict[str, Any], values: dict[str, Any]) -> bool:
+    if where is None:
+        return True
+    if where.get("node") == "And":
+        return all(_matches(expr, event, values) for expr in where["exprs"])
+    if where.get("node") == "CompareOperation" and where["op"] in COMPARE:
+        return COMPARE[where["op"]](
+            _value(where["left"], event, values), _value(where["right"], event, values)
+        )
+    raise UnsupportedQuery(f"no {where.get('node')} {where.get('op', '')} in WHERE")
+
+
+def _value(node: dict[str, Any], event: dict[str, Any], values: dict[str, Any]) -> Any:
+    kind = node.get("node")
+    if kind == "Constant":
+        return node["value"]
+    if kind == "Placeholder":
+        name = ".".join(node["expr"]["chain"])
+        if name not in values:
+            raise ValueError(f"Placeholder {{{name}}} is not available in this context")
+        return values[name]
+    if kind == "Field":
+        chain = node["chain"]
+        if chain == ["timestamp"]:
+            return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
+        if chain in (["event"], ["uuid"], ["distinct_id"]):
+            return event.get(chain[0])
+        if len(chain) == 2 and chain[0] == "properties":
+            return (event.get("properties") or {}).get(chain[1])
+        raise UnsupportedQuery(f"no field {'.'.join(chain)}")
+    if kind == "Call" and node.get("name") == "now" and not node.get("args"):
+        return datetime.now(timezone.utc)
+    if kind == "Call" and node.get("name") in INTERVALS and len(node.get("args") or []) == 1:
+        return timedelta(seconds=INTERVALS[node["name"]] * _value(node["args"][0], event, values))
+    if kind == "ArithmeticOperation" and node["op"] in "+-":
+        left, right = _value(node["left"], event, values), _value(node["right"], event, values)
+        return left + right if node["op"] == "+" else left - right
+    raise UnsupportedQuery(f"no {kind} {node.get('name', '')}")
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
