@@ -121,7 +121,7 @@ def is_acceptance(status: int, body: bytes) -> bool:
         return False
     try:
         parsed: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[…" nested past the parser's depth is not an ack either
         return False
     if not isinstance(parsed, dict):
         return False
