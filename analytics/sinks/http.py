@@ -397,6 +397,7 @@ def _read_head(conn: _Connection, deadline: float) -> tuple[int, bytes, dict[str
         raise ProtocolError("the answer is not HTTP/1.x")
     headers: dict[str, str] = {}
     total = len(line)
+    count = 0
     last: str | None = None
     while True:
         line = _read_line(conn, deadline, "the headers")
@@ -415,7 +416,8 @@ def _read_head(conn: _Connection, deadline: float) -> tuple[int, bytes, dict[str
         name = name.strip().lower()
         if not colon or not name:
             raise ProtocolError("malformed headers")
-        if name not in headers and len(headers) >= MAX_HEADERS:
+        count += 1
+        if count > MAX_HEADERS:
             raise ProtocolError("too many headers")
         headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
         last = name
