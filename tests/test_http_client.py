@@ -76,6 +76,16 @@ def test_a_server_that_closes_kept_alive_connections_costs_nothing() -> None:
         assert server.connections == 3
 
 
+def test_bytes_past_the_answer_retire_the_connection() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%sHTTP/1.1 200 OK\r\n" % (len(OK), OK)
+    with hs.RawServer(raw_answer(answer)) as server:
+        client = client_for(server.url)
+        assert post(client) == (200, OK, False)
+        assert post(client) == (200, OK, False)  # not the leftover half-answer
+        client.close()
+        assert server.connections == 2
+
+
 def test_chunked_bodies_with_extensions_and_trailers() -> None:
     answer = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -223,7 +223,7 @@ class HttpClient:
             raise
         finally:
             self._active = None
-        if reusable and not self._closed:
+        if reusable and not conn.buffer and not self._closed:  # bytes past the answer: not HTTP we trust
             self._conn = conn
         else:
             conn.close()
