@@ -67,10 +67,15 @@ def accounted(telemetry: Analytics, delivered: int) -> int:
     return delivered + sum(report.drops.values()) + report.dead_letters + report.queue_depth
 
 
-def run_session(telemetry: Analytics) -> tuple[bool, float, float]:
-    """start (SessionStart), EVENTS events, flush(T), shutdown(T) (SessionEnd): EVENTS + 2 emitted.
-    The uploader thread runs meanwhile, so shutdown meets it in the middle of a request."""
-    telemetry.start()
+def run_session(telemetry: Analytics, *, thread: bool = True) -> tuple[bool, float, float]:
+    """EVENTS events, then flush(T) and shutdown(T), each timed.
+
+    ``thread``: start() first (SessionStart; shutdown adds SessionEnd: EVENTS + 2 emitted), so the
+    uploader thread is in the middle of a request when flush and shutdown come. Without it, flush
+    and shutdown make the requests themselves, in the caller's thread (EVENTS emitted).
+    """
+    if thread:
+        telemetry.start()
     for n in range(EVENTS):
         telemetry.emit(tool(n))
     began = time.monotonic()
@@ -97,15 +102,18 @@ HOSTILE = {
 }
 
 
+@pytest.mark.parametrize("thread", [False, True], ids=["caller sends", "thread sends"])
 @pytest.mark.parametrize("behaviour", list(HOSTILE.values()), ids=list(HOSTILE))
-def test_deadlines_hold_and_every_event_is_accounted_for(telemetry_for: Any, behaviour: hs.Behaviour) -> None:
+def test_deadlines_hold_and_every_event_is_accounted_for(
+    telemetry_for: Any, behaviour: hs.Behaviour, thread: bool
+) -> None:
     with hs.RawServer(behaviour) as server:
         telemetry = telemetry_for(server.url)
-        flushed, flush_took, shutdown_took = run_session(telemetry)
+        flushed, flush_took, shutdown_took = run_session(telemetry, thread=thread)
     assert flush_took < T + SLACK, f"flush({T}) took {flush_took:.1f}s"
     assert shutdown_took < T + SLACK, f"shutdown({T}) took {shutdown_took:.1f}s"
     assert not flushed
-    assert accounted(telemetry, delivered=0) == EVENTS + 2
+    assert accounted(telemetry, delivered=0) == EVENTS + (2 if thread else 0)
 
 
 def test_a_server_that_never_accepts_is_bounded_too(telemetry_for: Any) -> None:
@@ -462,9 +470,11 @@ children = []
 for _ in range(int(sys.argv[3])):
     pid = os.fork()
     if pid == 0:
-        telemetry.flush(timeout=1.0)  # whatever it returns, it must return
+        telemetry.emit(events.ToolCall(tool_name="child", duration_ms=2, success=True))
+        telemetry.flush(timeout=1.0)  # it has something to send; whatever it returns, it must return
         os._exit(0)
     children.append(pid)
+    time.sleep(0.01)  # spread over the first cycle, which used to import requests and posthog
 hung = 0
 deadline = time.monotonic() + 15
 for pid in children:
@@ -488,13 +498,13 @@ def test_children_forked_right_after_start_never_hang(tmp_path: Path) -> None:
     with CaptureServer() as server:
         for run in range(3):
             result = run_python(
-                f"import runpy, sys; sys.argv = ['f', {str(tmp_path / str(run))!r}, {server.url!r}, '12']; "
+                f"import runpy, sys; sys.argv = ['f', {str(tmp_path / str(run))!r}, {server.url!r}, '16']; "
                 f"runpy.run_path({str(script)!r}, run_name='__main__')",
                 timeout=60,
             )
             assert result.returncode == 0, result.stderr[-2000:]
             hung += json.loads(result.stdout.strip().splitlines()[-1])["hung"]
-    assert hung == 0, f"{hung} of 36 forked children hung in flush()"
+    assert hung == 0, f"{hung} of 48 forked children hung in flush()"
 
 
 def test_the_uploader_thread_imports_nothing(tmp_path: Path) -> None:
