@@ -11,7 +11,6 @@ Two ways in:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
@@ -19,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -32,7 +30,18 @@ from pydantic import (
     field_validator,
 )
 
+from analytics.endpoint import is_loopback_host, mask_url_credentials, parse_endpoint
 from analytics.privacy.identity import illegal_distinct_id_reason
+
+__all__ = [
+    "ENV_VARS",
+    "ConfigError",
+    "ConfigProblem",
+    "TelemetryConfig",
+    "is_loopback_host",
+    "mask_secret",
+    "mask_url_credentials",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +80,6 @@ def _parse_do_not_track(value: Any) -> Any:
 Flag = Annotated[bool, BeforeValidator(_parse_bool)]
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and any loopback IP (127.0.0.0/8, ::1)."""
-    if host.lower() in {"localhost", "localhost.localdomain"}:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class TelemetryConfig(BaseModel):
     """Everything the adapter needs to know, validated once.
 
@@ -89,7 +88,9 @@ class TelemetryConfig(BaseModel):
     (False, 'TELEMETRY_ENABLED=0')
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
+    # hide_input_in_errors: a ValidationError's text would otherwise carry the value, and an
+    # endpoint can hold credentials (refused, but still printed) and a token is a secret.
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False, hide_input_in_errors=True)
 
     enabled: Flag = Field(True, description="Telemetry on (opt-out model).")
     do_not_track: Annotated[bool, BeforeValidator(_parse_do_not_track)] = Field(
@@ -141,17 +142,15 @@ class TelemetryConfig(BaseModel):
     def _check_endpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or not value.strip():
             return None
-        value = value.strip().rstrip("/")
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("expected a URL such as https://eu.i.posthog.com")
+        # The same parser the sink connects with: what is checked here is what is reached.
+        endpoint = parse_endpoint(value)
         insecure_ok = info.data.get("allow_insecure_endpoint", False)
-        if parts.scheme == "http" and not (is_loopback_host(parts.hostname) or insecure_ok):
+        if endpoint.scheme == "http" and not (endpoint.is_loopback or insecure_ok):
             raise ValueError(
                 "must be https:// (http:// only for a loopback address, "
                 "or with TELEMETRY_ALLOW_INSECURE_ENDPOINT=1)"
             )
-        return value
+        return str(endpoint)
 
     @field_validator("token")
     @classmethod
@@ -350,6 +349,8 @@ def _masked(field: str, values: Mapping[str, Any]) -> str:
     text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     if field in _SECRET_FIELDS:
         return mask_secret(text)
+    if field == "endpoint":
+        return mask_url_credentials(text)
     return text
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Final
 
-# A server may ask for any pause; we honour it up to this, so a typo'd header cannot park delivery for
-# days (events are kept on disk meanwhile, and their age bound still applies).
-MAX_RETRY_AFTER_SECONDS: Final = 3600.0
+# Retry-After is HTTP parsing: it lives beside the sinks; re-exported here, where the policy uses it.
+from analytics.sinks.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
+
+__all__ = ["MAX_RETRY_AFTER_SECONDS", "RetryPolicy", "parse_retry_after"]
 
 
 @dataclass(frozen=True)
@@ -44,25 +44,3 @@ class RetryPolicy:
         if retry_after is not None:
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
         return delay
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        from email.utils import parsedate_to_datetime  # rare, and `email` costs 12 ms at import
-
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - now
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, min(seconds, MAX_RETRY_AFTER_SECONDS))

@@ -87,6 +87,7 @@ class Uploader:
         self._attempt = 0
         self._not_before = 0.0  # monotonic time before which the sink is not asked again
         self._ack_chunk = SMALL_CHUNK
+        self._dead_lettered = 0  # events this process set aside as dead letters
         self._pid = os.getpid()
         _forget_thread_in_child(self)
 
@@ -130,17 +131,19 @@ class Uploader:
     # -- flush and shutdown ----------------------------------------------------------------------
 
     def flush(self, timeout: float) -> bool:
-        """Deliver what is queued now, within ``timeout`` seconds; True when the queue is empty."""
+        """Deliver what is queued now, within ``timeout`` seconds. True when the queue is empty and
+        every event went to PostHog: one set aside as a dead letter meanwhile was not delivered."""
         deadline = time.monotonic() + max(0.0, timeout)
         self._not_before = 0.0  # an explicit flush tries now, whatever the backoff said
         self._queue.maintain()
+        dead_before = self._dead_lettered
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return len(self._queue) == 0
+                return len(self._queue) == 0 and self._dead_lettered == dead_before
             result = self.run_cycle(min(self._request_timeout, remaining))
             if result.step is Step.EMPTY:
-                return True
+                return self._dead_lettered == dead_before
             if result.step is Step.SENT:
                 continue
             pause = min(result.delay if result.step is not Step.BUSY else 0.05, deadline - time.monotonic())
@@ -184,6 +187,7 @@ class Uploader:
         """
         self._ack_chunk = SMALL_CHUNK if background else LARGE_CHUNK
         now = time.monotonic()
+        deadline = now + max(0.0, timeout)
         if now < self._not_before:
             step = Step.PAUSED if self._queue.meta.fact("paused") else Step.BACKOFF
             return CycleResult(step, self._not_before - now) if len(self._queue) else CycleResult(Step.EMPTY)
@@ -206,7 +210,7 @@ class Uploader:
                 batch = self._next_batch(max_events, memory_only=ours is None)
                 if not batch:
                     return CycleResult(Step.EMPTY)
-                return self._deliver(batch, timeout)
+                return self._deliver(batch, deadline)
         finally:
             self._cycle_lock.release()
 
@@ -234,9 +238,11 @@ class Uploader:
             self._queue.meta.count_drop("too_old", self._queue.ack(stale))
         return batch
 
-    def _deliver(self, batch: list[tuple[int, bytes]], timeout: float) -> CycleResult:
+    def _deliver(self, batch: list[tuple[int, bytes]], deadline: float) -> CycleResult:
+        """Export ``batch``, splitting it on 413 and bisecting it on 400, all before ``deadline``:
+        every request gets only the time left, and when none is left the rest stays queued."""
         assert self._sink is not None
-        result = self._sink.export([record for _key, record in batch], timeout)
+        result = self._sink.export([record for _key, record in batch], deadline - time.monotonic())
         outcome = result.outcome
         if outcome is Outcome.SUCCESS:
             self._queue.ack([key for key, _record in batch], chunk=self._ack_chunk)
@@ -249,7 +255,9 @@ class Uploader:
             middle = len(batch) // 2
             # Halves go one after the other; if either must wait, what is left stays queued.
             for half in (batch[:middle], batch[middle:]):
-                step = self._deliver(half, timeout)
+                if time.monotonic() >= deadline:
+                    return CycleResult(Step.SENT)  # out of time: the caller decides whether to go on
+                step = self._deliver(half, deadline)
                 if step.step is not Step.SENT:
                     return step
             return CycleResult(Step.SENT)
@@ -294,6 +302,7 @@ class Uploader:
         reason = f"HTTP {result.status}: {result.detail}" if result.status else result.detail
         self._dead_letters.add(record, reason=reason, status=result.status, now=self._clock())
         self._queue.ack([key])
+        self._dead_lettered += 1
         logger.warning("telemetry event refused by PostHog and kept as a dead letter: %s", reason)
 
 

@@ -4,8 +4,12 @@ It checks what PostHog's capture service checks: a 20 MB request limit, gzip bod
 ``api_key``, a ``sent_at``, and for every event a non-empty name of at most 200 characters, a
 non-empty ``distinct_id`` of at most 200 characters that is not one of PostHog's reserved ids, a
 valid uuid unique within the batch and an RFC 3339 ``timestamp``. A bad event fails the whole batch
-with 400, as PostHog does. Scripted faults (status codes, ``Retry-After``, delays, dropped
-connections, answers that are not JSON) are served first, in order.
+with 400, as PostHog does. Scripted faults (status codes, ``Retry-After``, redirects, delays,
+dropped connections, answers that are not PostHog's) are served first, in order.
+
+It answers as the capture service (``rust/capture``) does: an accepted batch is 200 with
+``{"status":"Ok"}`` (its ``CaptureResponse``), a refusal is the status code with the error's text
+as a plain-text body (``CaptureError``'s ``IntoResponse``).
 
 >>> with CaptureServer() as server:            # doctest: +SKIP
 ...     telemetry = Analytics(TelemetryConfig(endpoint=server.url, token="phc_test"))
@@ -14,6 +18,7 @@ connections, answers that are not JSON) are served first, in order.
 from __future__ import annotations
 
 import gzip
+import http
 import json
 import threading
 import time
@@ -28,17 +33,22 @@ from analytics.privacy.identity import illegal_distinct_id_reason
 
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
 MAX_NAME_LENGTH = 200
+# serde_json's rendering of CaptureResponse { status: CaptureResponseCode::Ok, quota_limited: None }.
+ACCEPTED = b'{"status":"Ok"}'
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One scripted answer. ``drop_connection`` closes the socket without a word."""
+    """One scripted answer. ``drop_connection`` closes the socket without a word; ``location``
+    makes it a redirect (with ``status`` 301, 302, 307 or 308); ``body`` defaults to the status's
+    reason phrase."""
 
     status: int = 503
     retry_after: str | None = None
     delay: float = 0.0
     drop_connection: bool = False
     body: bytes | None = None
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +163,7 @@ class _CaptureHandler(BaseHTTPRequestHandler):
         return  # keep test output clean
 
     def do_GET(self) -> None:
-        self._answer(405, {"type": "validation_error", "code": "method_not_allowed"})
+        self._refuse(405, "")
 
     def do_POST(self) -> None:
         state = self.server_state
@@ -166,12 +176,12 @@ class _CaptureHandler(BaseHTTPRequestHandler):
         if self.path.split("?")[0].rstrip("/") != "/batch":
             self._skip(length)
             self._record(404, [], None, False, length, "unknown path")
-            self._answer(404, {"type": "invalid_request", "code": "not_found"})
+            self._refuse(404, "")
             return
         if length > MAX_REQUEST_BYTES:
             self.close_connection = True
             self._record(413, [], None, False, length, "too large")
-            self._answer(413, {"type": "invalid_request", "code": "payload_too_large"})
+            self._refuse(413, "failed to decode request: payload too large")
             return
         raw = self.rfile.read(length)
         gzipped = self.headers.get("Content-Encoding", "").lower() == "gzip"
@@ -185,34 +195,34 @@ class _CaptureHandler(BaseHTTPRequestHandler):
             )
             state.changed.notify_all()
         if status == 200:
-            self._answer(200, {"status": "Ok"})
-        elif status == 401:
-            self._answer(401, {"type": "authentication_error", "code": "invalid_api_key", "detail": detail})
+            self._send(200, ACCEPTED, {"Content-Type": "application/json"})
         else:
-            self._answer(status, {"type": "validation_error", "code": "invalid_payload", "detail": detail})
+            self._refuse(status, detail)
 
     def _validate(self, raw: bytes, gzipped: bool) -> tuple[int, str, dict[str, Any]]:
         try:
             text = gzip.decompress(raw) if gzipped else raw
             body = json.loads(text)
         except (OSError, EOFError, ValueError):
-            return 400, "body is not valid (gzipped) JSON", {}
+            return 400, "failed to decode request: body is not valid (gzipped) JSON", {}
         if not isinstance(body, dict):
-            return 400, "body must be a JSON object", {}
+            return 400, "failed to parse request: body must be a JSON object", {}
         api_key = body.get("api_key")
         expected = self.server_state.api_key
-        if not isinstance(api_key, str) or not api_key or (expected is not None and api_key != expected):
-            return 401, "api_key missing or not valid", body
+        if not isinstance(api_key, str) or not api_key:
+            return 401, "event submitted without an api_key", body
+        if expected is not None and api_key != expected:
+            return 401, "API key is not valid: not this project's key", body
         batch = body.get("batch")
         if not isinstance(batch, list) or not batch:
-            return 400, "batch must be a non-empty list", body
+            return 400, "request holds no event", body
         if not _is_rfc3339(body.get("sent_at")):
-            return 400, "sent_at missing or not RFC 3339", body
+            return 400, "failed to parse request: sent_at missing or not RFC 3339", body
         seen: set[str] = set()
         for index, event in enumerate(batch):
             problem = _event_problem(event, seen)
             if problem:
-                return 400, f"event {index}: {problem}", body
+                return 400, f"invalid event could not be processed: event {index}: {problem}", body
         return 200, "", body
 
     def _serve_fault(self, fault: Fault, length: int) -> None:
@@ -230,7 +240,9 @@ class _CaptureHandler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-        answer = fault.body if fault.body is not None else json.dumps({"type": "server_error"}).encode()
+        if fault.location is not None:
+            headers["Location"] = fault.location
+        answer = fault.body if fault.body is not None else _phrase(fault.status).encode()
         self._send(fault.status, answer, headers)
 
     def _skip(self, length: int) -> None:
@@ -244,8 +256,9 @@ class _CaptureHandler(BaseHTTPRequestHandler):
             self.server_state.requests.append(RequestRecord(status, uuids, sent_at, gz, size, detail))
             self.server_state.changed.notify_all()
 
-    def _answer(self, status: int, payload: dict[str, Any]) -> None:
-        self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    def _refuse(self, status: int, text: str) -> None:
+        # Capture's errors are (StatusCode, String) responses: the error's text, as text/plain.
+        self._send(status, text.encode(), {"Content-Type": "text/plain; charset=utf-8"})
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -254,6 +267,13 @@ class _CaptureHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
 
 
 def _event_problem(event: Any, seen: set[str]) -> str | None:

@@ -26,6 +26,7 @@ from ..output import EXIT_ERROR, emit_json, emit_table
 from .end_to_end import EndToEndOption, end_to_end_hops
 
 MAX_CLOCK_SKEW_SECONDS = 60.0
+POSTHOG_PROBE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -158,41 +159,67 @@ def _posthog(config: TelemetryConfig) -> list[Check]:
                 "posthog", "fail", "TELEMETRY_TOKEN is not set", "set TELEMETRY_TOKEN to the project API key"
             )
         ]
-    import requests
+    # The uploader's own client and target: no redirect followed, every wait within the deadline,
+    # the answer's body capped, the ingestion host posthog-python would pick.
+    from analytics.endpoint import describe_location, ingestion_endpoint, parse_endpoint
+    from analytics.sinks.http import HttpClient, TransportError
+    from analytics.sinks.posthog import BATCH_PATH, REDIRECTS, USER_AGENT
 
+    endpoint = ingestion_endpoint(parse_endpoint(config.endpoint))
+    shown = str(endpoint)  # validated by the config: it never holds credentials
     token = config.token.get_secret_value()
     # An empty batch: PostHog checks the key and stores nothing, so the check leaves no event behind.
     body = {"api_key": token, "batch": [], "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    client = HttpClient(endpoint, user_agent=USER_AGENT)
     try:
-        response = requests.post(
-            f"{config.endpoint}/batch/",
-            data=json.dumps(body),
-            timeout=5,
-            headers={"Content-Type": "application/json"},
+        response = client.request(
+            "POST",
+            BATCH_PATH,
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json"},
+            deadline=time.monotonic() + POSTHOG_PROBE_SECONDS,
         )
-    except requests.RequestException as exc:
+    except TransportError as exc:
         return [
             Check(
                 "posthog",
                 "fail",
-                f"cannot reach {config.endpoint}: {type(exc).__name__}",
+                f"cannot reach {shown}: {exc.reason}",
                 "check TELEMETRY_ENDPOINT and the network",
             )
         ]
+    finally:
+        client.close()
     checks = []
     masked = mask_secret(token)
-    if response.status_code in (401, 403):
+    status = response.status
+    if status in REDIRECTS:
+        location = response.header("Location")
+        target = f" to {describe_location(location)}" if location else ""
+        checks.append(
+            Check(
+                "posthog",
+                "fail",
+                f"{shown} redirects (HTTP {status}){target}; events are kept but never follow a redirect",
+                "set TELEMETRY_ENDPOINT to the address that answers",
+            )
+        )
+    elif status in (401, 403):
         checks.append(
             Check(
                 "posthog token",
                 "fail",
-                f"the project API key {masked} was refused (HTTP {response.status_code})",
+                f"the project API key {masked} was refused (HTTP {status})",
                 "copy the Project API key from PostHog: Settings > Project > Project API key",
             )
         )
+    elif status == 429 or status >= 500:
+        checks.append(
+            Check("posthog", "warn", f"{shown} answered HTTP {status}", "events are kept and retried")
+        )
     else:
-        checks.append(Check("posthog", "ok", f"{config.endpoint} reachable, key {masked} not refused"))
-    checks.extend(_clock_skew(response.headers.get("Date")))
+        checks.append(Check("posthog", "ok", f"{shown} reachable, key {masked} not refused"))
+    checks.extend(_clock_skew(response.header("Date")))
     return checks
 
 
