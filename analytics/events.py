@@ -188,7 +188,7 @@ class ChatTrace(DomainEvent):
 
     trace_id: Id = Field(description="The turn id ($ai_trace_id).")
     name: Name = Field("chat_turn", description="The trace's name in PostHog's traces list ($ai_span_name).")
-    latency_ms: NonNegativeFloat = Field(description="The whole turn with its tools; $ai_latency in seconds.")
+    latency_ms: NonNegativeFloat = Field(description="The whole turn, tools included (turn_latency, in s).")
     is_error: bool = Field(False, description="The turn failed ($ai_is_error).")
     error: Text | None = Field(None, description="Why it failed ($ai_error, scrubbed).")
     input_state: Any = Field(None, description="The turn's input ($ai_input_state), full content only.")

@@ -32,7 +32,6 @@ from analytics.privacy.scrubber import Scrubber
 
 LIB_NAME: Final = "analytics-telemetry"
 DEFAULT_ENVIRONMENT: Final = "production"
-LLM_EVENTS: Final = frozenset({"$ai_generation", "$ai_span", "$ai_trace"})
 
 # Properties whose values may be long by nature: they get the full-content cap, not the short one.
 LONG_PROPERTIES: Final = frozenset(
@@ -126,8 +125,10 @@ def to_posthog_message(
         if cut:
             cleaner.truncated.append("$exception_list")
     session = session_id or context.session_id
-    if event.posthog_event in LLM_EVENTS:
-        properties["$ai_session_id"] = session  # LLM analytics' Sessions tab: one per app session
+    if _heads_a_trace(event):
+        # LLM analytics' Sessions tab: a trace belongs to the app session it ran in. PostHog takes a
+        # trace's session from any of its events, so one per trace is enough.
+        properties["$ai_session_id"] = session
     message: dict[str, Any] = {
         "event": event.posthog_event,
         "distinct_id": context.distinct_id,
@@ -141,6 +142,13 @@ def to_posthog_message(
     if data is None:
         raise EventRefused("oversize", f"{event.event_name()} is larger than {context.max_event_bytes} bytes")
     return data
+
+
+def _heads_a_trace(event: ev.DomainEvent) -> bool:
+    """The event that speaks for its trace: a ChatTrace, or a generation or tool call outside a turn."""
+    if isinstance(event, ev.ChatTrace):
+        return True
+    return isinstance(event, ev.ChatTurn | ev.ToolCall) and event.turn_id is None
 
 
 def iso_timestamp(at: float) -> str:
@@ -184,8 +192,10 @@ def _workspace_selected(event: ev.WorkspaceSelected, context: MappingContext) ->
 
 def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
     trace_id = event.turn_id or uuid4()
-    properties: dict[str, Any] = {
-        "$ai_trace_id": trace_id,
+    properties: dict[str, Any] = {"$ai_trace_id": trace_id}
+    if event.turn_id is not None:
+        properties["$ai_parent_id"] = trace_id  # a child of the turn's $ai_trace, in its timeline
+    properties |= {
         "$ai_model": event.model,
         "$ai_latency": event.latency_ms / 1000.0,
         "prompt_length": event.prompt_length,
@@ -241,7 +251,10 @@ def _chat_trace(event: ev.ChatTrace, context: MappingContext) -> dict[str, Any]:
         # PostHog's docs name a trace with $ai_span_name; its newer SDKs send $ai_trace_name.
         "$ai_span_name": event.name,
         "$ai_trace_name": event.name,
-        "$ai_latency": event.latency_ms / 1000.0,
+        # Not $ai_latency: PostHog's traces list adds up the $ai_latency of a trace's event and of
+        # its direct children, so the turn's time there would count the turn twice. The children
+        # (the model's latency and each tool's) add up to the turn; its own wall time is this.
+        "turn_latency": event.latency_ms / 1000.0,
     }
     if event.is_error:
         properties["$ai_is_error"] = True

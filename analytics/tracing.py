@@ -10,7 +10,8 @@ analytics expects.
 
 One turn sends three kinds of event, all with the turn id as ``$ai_trace_id``:
 
-- ``$ai_trace`` (ChatTrace): the turn as a whole, with its name and latency (tools included);
+- ``$ai_trace`` (ChatTrace): the turn as a whole, with its name, session and wall time
+  (``turn_latency``: PostHog's traces list adds a trace's own ``$ai_latency`` to its children's);
 - ``$ai_generation`` (ChatTurn): the model's part. Its ``$ai_latency`` is the time spent inside
   ``turn.generation()`` blocks, or ``latency_ms`` when given, or else the turn's time minus its
   tool calls, never the whole turn: PostHog adds up a trace's children, so counting the tools in

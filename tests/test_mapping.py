@@ -119,8 +119,8 @@ def test_chat_turn_uses_posthog_llm_analytics_schema(make_telemetry: MakeTelemet
     assert props["$ai_provider"] == "openai"
     assert props["$ai_latency"] == pytest.approx(0.812)
     assert (props["$ai_input_tokens"], props["$ai_output_tokens"]) == (1000, 400)
-    assert props["$ai_trace_id"] == "turn-1"
-    assert props["$ai_session_id"] == props["$session_id"]  # LLM analytics' Sessions tab
+    assert props["$ai_trace_id"] == props["$ai_parent_id"] == "turn-1"  # a child of its turn's trace
+    assert "$ai_session_id" not in props  # the turn's $ai_trace carries it, once per trace
     assert "$ai_is_error" not in props  # only sent when the turn failed
     assert (props["prompt_length"], props["response_length"]) == (120, 900)
     assert props["$ai_total_tokens"] == 1400  # the seed's token_count, under PostHog's name
@@ -175,8 +175,11 @@ def test_chat_trace_is_the_turn_as_a_whole(make_telemetry: MakeTelemetry, state_
     props = message["properties"]
     assert props["$ai_trace_id"] == "t3"
     assert props["$ai_span_name"] == props["$ai_trace_name"] == "answer_question"
-    assert props["$ai_latency"] == pytest.approx(1.5)
-    assert props["$ai_session_id"] == props["$session_id"]
+    # PostHog's traces list adds the trace's own $ai_latency to its children's: the turn's time is
+    # sent under another name, and the children (model and tools) add up to it.
+    assert props["turn_latency"] == pytest.approx(1.5)
+    assert "$ai_latency" not in props
+    assert props["$ai_session_id"] == props["$session_id"]  # LLM analytics' Sessions tab
     assert (props["$ai_is_error"], props["$ai_error"]) == (True, "TimeoutError")
     assert "$ai_input_state" not in props  # content: full content only
     assert "hello" not in json.dumps(message)
@@ -215,7 +218,21 @@ def test_tool_call_is_an_ai_span_of_its_turn(make_telemetry: MakeTelemetry, stat
     assert props["$ai_is_error"] is True
     assert props["$ai_error"] == "TimeoutError"  # no message given: the type
     assert props["$ai_span_type"] == "tool"
-    assert props["$ai_session_id"] == props["$session_id"]
+    assert "$ai_session_id" not in props  # its turn's trace carries it
+
+
+def test_a_generation_or_tool_call_outside_a_turn_is_its_own_trace_in_the_session(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    telemetry = make_telemetry(strict=True)
+    telemetry.emit(events.ChatTurn(prompt_length=1, response_length=1, model="m", latency_ms=1))
+    telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    generation, span = queued_messages(state_dir)
+    for message in (generation, span):
+        props = message["properties"]
+        assert props["$ai_session_id"] == props["$session_id"] == telemetry.session_id
+        assert uuid.UUID(props["$ai_trace_id"])
+    assert "$ai_parent_id" not in generation["properties"]  # no trace event to hang from
 
 
 def test_a_tool_calls_error_message_is_sent_scrubbed(make_telemetry: MakeTelemetry, state_dir: Path) -> None:

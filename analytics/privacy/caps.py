@@ -124,7 +124,7 @@ def fit_to_budget(message: dict[str, Any], max_bytes: int, truncated: list[str])
         if excess <= 0:
             return data
         sizes = ((k, len(encode({k: v}))) for k, v in properties.items() if k not in _CUT_NOTES)
-        key, size = max(sizes, key=lambda kv: kv[1])
+        key, size = max(sizes, key=lambda kv: kv[1], default=("", 0))
         if size < 64 or not _cut(properties, key, excess, details.setdefault(key, {})):
             return None
         if key not in truncated:
