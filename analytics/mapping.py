@@ -32,6 +32,9 @@ from analytics.privacy.scrubber import Scrubber
 
 LIB_NAME: Final = "analytics-telemetry"
 DEFAULT_ENVIRONMENT: Final = "production"
+_LLM_EVENTS: Final = frozenset({"$ai_generation", "$ai_span", "$ai_trace"})
+# A tuple, not a union: isinstance() with `A | B` builds the union on every call.
+_TRACE_CHILDREN: Final = (ev.ChatTurn, ev.ToolCall)
 
 # Properties whose values may be long by nature: they get the full-content cap, not the short one.
 LONG_PROPERTIES: Final = frozenset(
@@ -125,6 +128,10 @@ def to_posthog_message(
         if cut:
             cleaner.truncated.append("$exception_list")
     session = session_id or context.session_id
+    if event.posthog_event in _LLM_EVENTS:
+        # Ours, not free text: added after the cleaner, which would scrub them on every emit().
+        properties["$ai_lib"] = LIB_NAME
+        properties["$ai_lib_version"] = __version__
     if _heads_a_trace(event):
         # LLM analytics' Sessions tab: a trace belongs to the app session it ran in. PostHog takes a
         # trace's session from any of its events, so one per trace is enough.
@@ -148,7 +155,7 @@ def _heads_a_trace(event: ev.DomainEvent) -> bool:
     """The event that speaks for its trace: a ChatTrace, or a generation or tool call outside a turn."""
     if isinstance(event, ev.ChatTrace):
         return True
-    return isinstance(event, ev.ChatTurn | ev.ToolCall) and event.turn_id is None
+    return isinstance(event, _TRACE_CHILDREN) and event.turn_id is None
 
 
 def iso_timestamp(at: float) -> str:
@@ -204,23 +211,27 @@ def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
     if event.is_error:  # absent means "no error" to PostHog; the flag is sent only when set
         properties["$ai_is_error"] = True
         _put(properties, "$ai_error", event.error)
-    _put(properties, "$ai_provider", event.provider)
     # PostHog prices a generation from its input and output tokens; a bare total is kept as such.
-    _put(properties, "$ai_input_tokens", event.input_tokens)
-    _put(properties, "$ai_output_tokens", event.output_tokens)
-    _put(properties, "$ai_total_tokens", event.token_count)
+    optional = (
+        ("$ai_provider", event.provider),
+        ("$ai_input_tokens", event.input_tokens),
+        ("$ai_output_tokens", event.output_tokens),
+        ("$ai_total_tokens", event.token_count),
+        ("$ai_http_status", event.http_status),
+        ("$ai_base_url", event.base_url),
+        ("$ai_stop_reason", event.stop_reason),
+        ("$ai_model_parameters", event.model_parameters),
+        ("$ai_usage", event.usage),
+    )
+    for key, value in optional:  # one loop, not a call per property: this is on emit()'s path
+        if value is not None:
+            properties[key] = value
     if event.input_tokens is not None or event.output_tokens is not None:
         properties["$ai_tokens_source"] = "sdk"  # posthog-ai's value for counts given through its fields
-    _put(properties, "$ai_http_status", event.http_status)
-    _put(properties, "$ai_base_url", event.base_url)
-    _put(properties, "$ai_stop_reason", event.stop_reason)
-    _put(properties, "$ai_model_parameters", event.model_parameters)
-    _put(properties, "$ai_usage", event.usage)
     if event.tools_called:
         # PostHog's Tools tab reads a comma-separated list in call order.
         properties["$ai_tools_called"] = ",".join(name.replace(",", " ") for name in event.tools_called)
         properties["$ai_tool_call_count"] = len(event.tools_called)
-    _ai_lib(properties)
     if isinstance(event, ev.ChatTurnFull) and context.full_content:
         properties["$ai_input"] = [{"role": "user", "content": event.prompt}]
         properties["$ai_output_choices"] = [{"role": "assistant", "content": event.response}]
@@ -240,7 +251,6 @@ def _tool_call(event: ev.ToolCall, context: MappingContext) -> dict[str, Any]:
     if not event.success:
         properties["$ai_is_error"] = True
     _put(properties, "$ai_error", event.error or event.error_type)
-    _ai_lib(properties)
     _full_content_state(properties, event.input_state, event.output_state, context)
     return properties
 
@@ -259,14 +269,8 @@ def _chat_trace(event: ev.ChatTrace, context: MappingContext) -> dict[str, Any]:
     if event.is_error:
         properties["$ai_is_error"] = True
         _put(properties, "$ai_error", event.error)
-    _ai_lib(properties)
     _full_content_state(properties, event.input_state, event.output_state, context)
     return properties
-
-
-def _ai_lib(properties: dict[str, Any]) -> None:
-    properties["$ai_lib"] = LIB_NAME
-    properties["$ai_lib_version"] = __version__
 
 
 def _full_content_state(
