@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sqlite3
 import sys
 import threading
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from analytics import events as ev
 from analytics._guard import guard
 from analytics.config import TelemetryConfig
+from analytics.forksafe import after_fork_in_child
 from analytics.mapping import EventRefused, MappingContext, to_posthog_message
 from analytics.session import Session, collect_crashed_sessions, session_start_event
 from analytics.state import StateFolder
@@ -81,6 +83,7 @@ class Analytics:
         upload_interval: float = 1.0,
         sink: Sink | None = None,
     ) -> None:
+        # Strict mode's ConfigError is meant for the developer; anything else must not reach the app.
         self.config = config if config is not None else TelemetryConfig.from_env()
         self._clock = clock
         self._retry_policy = retry_policy
@@ -96,14 +99,30 @@ class Analytics:
         self._started = False
         self._logged_refusals: set[tuple[str, str]] = set()
         self._committer: GroupCommitter[tuple[ev.DomainEvent, float]] | None = None
-        if self.config.group_commit_ms:
-            from analytics.queue.group_commit import GroupCommitter
+        self._pid = os.getpid()
+        self._disabled_reason: str | None = "telemetry could not be set up (see the log)"
+        self._enabled = False
+        with guard("Analytics()"):
+            if self.config.group_commit_ms:
+                from analytics.queue.group_commit import GroupCommitter
 
-            self._committer = GroupCommitter(self._append_many, self.config.group_commit_ms / 1000)
-        self._disabled_reason = self.config.disabled_reason
-        if self._disabled_reason is None and StateFolder(self.config.resolved_state_dir).opted_out:
-            self._disabled_reason = "opted out (set_enabled(False))"
-        self._enabled = self._disabled_reason is None
+                self._committer = GroupCommitter(self._append_many, self.config.group_commit_ms / 1000)
+            reason = self.config.disabled_reason
+            if reason is None:
+                reason = StateFolder(self.config.resolved_state_dir).opt_out_reason()
+            self._disabled_reason = reason
+            self._enabled = reason is None
+        after_fork_in_child(self, Analytics._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the session, its marker and its threads are the parent's. The child
+        may emit (into the same queue) and flush, but it never ends the parent's session."""
+        self._lock = threading.RLock()
+        self._session.lock = threading.RLock()
+        marker, self._session.marker = self._session.marker, None
+        if marker is not None:
+            marker.forget()  # closes the inherited descriptor without releasing the parent's lock
+        self._started = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Analytics:
@@ -133,28 +152,35 @@ class Analytics:
 
     def start(self) -> None:
         """Begin the session: SessionStart with the automatic fields, then the uploader thread."""
-        if not self._enabled:
-            return
+        if not self._enabled or os.getpid() != self._pid:
+            return  # a forked child shares its parent's session, and never starts its own
         with guard("start"):
             with self._lock:
                 if self._started:
                     return
                 self._started = True
             runtime = self._ensure_runtime()
+        # Each step on its own: a damaged marker must not cost the session, nor a failed Sentry
+        # set-up the uploader.
+        with guard("start: crashed sessions"):
             # A session still marked as running belongs to a process that died: end it first.
             for ended in collect_crashed_sessions(runtime.state.sessions_dir):
                 self._append(ended.end_event(), session_id=ended.session_id, at=ended.last_seen)
+        with guard("start: session"):
             machine_id = self.config.machine_id
             hashed = runtime.identity.keyed_hash(machine_id.get_secret_value()) if machine_id else None
             self._append(session_start_event(self.config.app_version, hashed))
             self._open_marker(runtime)
+        with guard("start: uploader"):
             self._ensure_uploader().start()
+        with guard("start: errors"):
             self._ensure_errors()
             hooks = self._uncaught_hooks()
             hooks.install()
             loop = _running_loop()
             if loop is not None:
                 hooks.install_asyncio(loop)
+        with guard("start: at exit"):
             atexit.register(self._at_exit)
 
     def chat_turn(
@@ -241,7 +267,7 @@ class Analytics:
                 self._committer.stop()  # what was handed over is written before SessionEnd
             with self._lock:
                 started, self._started = self._started, False
-            if started:
+            if started and os.getpid() == self._pid:
                 self._append(self._session.end_event("shutdown"))
                 self._close_marker()
                 atexit.unregister(self._at_exit)
@@ -258,6 +284,13 @@ class Analytics:
             self._close()
 
     def _at_exit(self) -> None:
+        if os.getpid() != self._pid:
+            # A forked child exiting: its events are on disk (the parent's uploader sends them);
+            # the session is the parent's to end.
+            with guard("at exit (forked child)"):
+                self._commit_pending()
+                self._close()
+            return
         # The interpreter is going away: a short, bounded flush, then everything else waits on disk.
         self.shutdown(timeout=2.0)
 
@@ -284,10 +317,14 @@ class Analytics:
                         uploader.close()
                     self._close()
                     state.purge()
-                    state.write_opt_out("set_enabled(False)\n")
+                    try:
+                        state.write_opt_out("set_enabled(False)\n")
+                    except OSError as exc:
+                        # Off for this run regardless; the next start cannot read this folder either.
+                        logger.warning("telemetry opt-out not recorded in the state folder: %s", exc)
                 return
             with self._lock:
-                state.opt_out_marker.unlink(missing_ok=True)
+                state.clear_opt_out()
                 self._disabled_reason = self.config.disabled_reason
                 self._enabled = self._disabled_reason is None
                 if self._enabled:
@@ -326,32 +363,44 @@ class Analytics:
     ) -> None:
         runtime = self._runtime or self._ensure_runtime()
         when = self._clock() if at is None else at
-        domain_event = self._with_review_time(runtime, domain_event, when)
+        record = self._map(runtime, domain_event, when, session_id)
+        if record is not None:
+            runtime.queue.put(record)
+            self._session.record(domain_event, when)
+
+    def _map(
+        self, runtime: _Runtime, domain_event: ev.DomainEvent, at: float, session_id: str | None = None
+    ) -> bytes | None:
+        """The event's final message, or None when it is refused. Every refusal is counted, and so
+        is a bug of ours on the way (``internal_error``), before the guard reports it."""
         try:
-            record = to_posthog_message(domain_event, runtime.context, at=when, session_id=session_id)
+            domain_event = self._with_review_time(runtime, domain_event, at)
+            return to_posthog_message(domain_event, runtime.context, at=at, session_id=session_id)
         except EventRefused as exc:
             self._refuse(exc.reason, domain_event.event_name(), str(exc))
-            return
-        runtime.queue.put(record)
-        self._session.record(domain_event, when)
+            return None
+        except Exception:
+            runtime.queue.meta.count_drop("internal_error")
+            raise
 
     def _append_many(self, items: list[tuple[ev.DomainEvent, float]]) -> None:
-        """Group commit: map every handed-over event, then write them in one transaction."""
+        """Group commit: map every handed-over event, then write them in one transaction. One event
+        that cannot be mapped costs only itself, never its window."""
         with guard("group commit"):
-            runtime = self._runtime or self._ensure_runtime()
-            records: list[bytes] = []
-            mapped: list[tuple[ev.DomainEvent, float]] = []
-            for domain_event, at in items:
-                domain_event = self._with_review_time(runtime, domain_event, at)
-                try:
-                    records.append(to_posthog_message(domain_event, runtime.context, at=at))
-                except EventRefused as exc:
-                    self._refuse(exc.reason, domain_event.event_name(), str(exc))
-                    continue
-                mapped.append((domain_event, at))
-            runtime.queue.put_many(records)
-            for domain_event, at in mapped:
-                self._session.record(domain_event, at)
+            self._append_window(self._runtime or self._ensure_runtime(), items)
+
+    def _append_window(self, runtime: _Runtime, items: list[tuple[ev.DomainEvent, float]]) -> None:
+        records: list[bytes] = []
+        mapped: list[tuple[ev.DomainEvent, float]] = []
+        for domain_event, at in items:
+            with guard("group commit"):
+                record = self._map(runtime, domain_event, at)
+                if record is not None:
+                    records.append(record)
+                    mapped.append((domain_event, at))
+        runtime.queue.put_many(records)
+        for domain_event, at in mapped:
+            self._session.record(domain_event, at)
 
     def _commit_pending(self) -> None:
         if self._committer is not None:
@@ -382,6 +431,7 @@ class Analytics:
         """Enabled or not and why, where the state is, and what the queue holds."""
         from analytics.status import build_status
 
+        # Outside the guard on purpose: build_status reports what it cannot read, it does not raise.
         runtime = self._runtime
         return build_status(
             self.config,

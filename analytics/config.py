@@ -57,6 +57,9 @@ def _parse_bool(value: Any) -> Any:
     return value
 
 
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def _parse_do_not_track(value: Any) -> Any:
     # consoledonottrack.com: any value but an explicit "no" means the user asked not to be tracked.
     # Failing closed is the privacy-safe reading of a value we do not recognise.
@@ -122,6 +125,16 @@ class TelemetryConfig(BaseModel):
     max_value_chars: int = Field(8_192, ge=64, description="Cap on one free-text value.")
     max_content_chars: int = Field(200_000, ge=64, description="Cap on one full-content value.")
     max_event_bytes: int = Field(512 * 1024, ge=4096, description="Cap on one serialised event.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _check_text(cls, value: Any, info: ValidationInfo) -> Any:
+        # Bytes that are not UTF-8 in the environment arrive as lone surrogates (PEP 383); sent in
+        # an id or a header they would make every event unencodable. The state folder is a path,
+        # where such names are legitimate.
+        if isinstance(value, str) and info.field_name != "state_dir" and _SURROGATE.search(value):
+            raise ValueError("holds bytes that are not UTF-8 text")
+        return value
 
     @field_validator("endpoint")
     @classmethod

@@ -10,6 +10,7 @@ The models are the single source of truth: validation, the PostHog event name, t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -36,9 +37,38 @@ class DomainEvent(BaseModel):
     full_content: ClassVar[bool] = False
     automatic: ClassVar[bool] = False
 
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            if not _undecodable_text(exc):
+                raise
+            # Text that came from the file system with bytes that are not UTF-8 (os.fsdecode's
+            # lone surrogates): what a decoder would show, U+FFFD, rather than an error in the
+            # app's own code or an event lost.
+            super().__init__(**without_surrogates(data))
+
     @classmethod
     def event_name(cls) -> str:
         return cls.__name__
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(value: Any) -> Any:
+    """``value`` with every lone surrogate in its text (keys included) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, Mapping):
+        return {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_surrogates(item) for item in value]
+    return value
+
+
+def _undecodable_text(exc: ValidationError) -> bool:
+    return any(err["type"] == "string_unicode" for err in exc.errors())
 
 
 class SessionStart(DomainEvent):
@@ -297,13 +327,35 @@ def parse_event(event: DomainEvent | str, payload: Mapping[str, Any] | None = No
     model = CATALOG.get(event)
     if model is None:
         known = ", ".join(CATALOG)
-        raise InvalidEvent("unknown_event", event[:200], f"not in the event catalog (known: {known})")
+        name = event if _FIELD_NAME.fullmatch(event) else "<name withheld>"
+        raise InvalidEvent("unknown_event", name, f"not in the event catalog (known: {known})")
     if payload is not None and not isinstance(payload, Mapping):
         raise InvalidEvent("invalid_event", event, f"payload must be a mapping, not {type(payload).__name__}")
     try:
-        return model.model_validate(dict(payload or {}))
+        try:
+            return model.model_validate(dict(payload or {}))
+        except ValidationError as exc:
+            if not _undecodable_text(exc):
+                raise
+            return model.model_validate(without_surrogates(dict(payload or {})))
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or 'payload'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(_shown_key(part, model) for part in err['loc']) or 'payload'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise InvalidEvent("invalid_event", event, problems) from None
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+def _shown_key(part: str | int, model: type[DomainEvent]) -> str:
+    """A payload key as an error message may show it. The app's own keys can hold anything (a
+    key can be a secret pasted in the wrong place): only the model's field names and short
+    identifier-like words are shown, anything else is withheld."""
+    text = str(part)
+    if isinstance(part, int) or text in model.model_fields:
+        return text
+    if _FIELD_NAME.fullmatch(text) and not any(ch.isdigit() for ch in text):
+        return text
+    return "<key withheld>"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from typing import Any
 
 from analytics.metrics import Message, MetricResult, compute_all
 from analytics.sinks.archive import read_archive
@@ -39,46 +38,51 @@ td, th {{ padding: .25rem .75rem; border-bottom: 1px solid #ddd; text-align: lef
 
 
 def _section(result: MetricResult) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in result.columns)
+    metric = result.metric
+    head = "".join(f"<th>{html.escape(metric.column(c).label)}</th>" for c in result.columns)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in result.rows
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(metric.column(c).fmt.render(v))}</td>"
+            for c, v in zip(result.columns, row, strict=True)
+        )
+        + "</tr>"
+        for row in result.rows
     )
-    chart = _bars(result) if len(result.rows) > 1 else ""
+    # The same series PostHog's insight plots: x and y named by the metric, tables stay tables.
+    charted = metric.display != "ActionsTable" and result.rows
+    chart = "".join(_bars(result, column) for column in metric.y) if charted else ""
     empty = "" if result.rows else "<p>No data in the archive yet.</p>"
     return f"<h2>{html.escape(result.title)}</h2>{chart}<table><tr>{head}</tr>{rows}</table>{empty}"
 
 
-def _bars(result: MetricResult) -> str:
-    """Horizontal bars of the first numeric column, labelled by the first column."""
-    numeric = next(
-        (i for i in range(1, len(result.columns)) if all(isinstance(r[i], int | float) for r in result.rows)),
-        None,
-    )
-    if numeric is None:
-        return ""
-    values = [float(row[numeric]) for row in result.rows]
-    top = max(values) or 1.0
-    height = 22 * len(values)
+def _bars(result: MetricResult, column: str) -> str:
+    """Horizontal bars of one y series, labelled by the x column."""
+    metric = result.metric
+    x, y = result.columns.index(metric.x), result.columns.index(column)
+    values = [
+        row[y] if isinstance(row[y], int | float) and not isinstance(row[y], bool) else None
+        for row in result.rows
+    ]
+    top = max((v for v in values if v is not None), default=0.0) or 1.0
+    fmt = metric.column(column).fmt
     bars = "".join(
-        _bar(i, _cell(row[0]), value, 400 * value / top)
+        _bar(i, metric.column(metric.x).fmt.render(row[x]), fmt.render(value), 400 * float(value or 0) / top)
         for i, (row, value) in enumerate(zip(result.rows, values, strict=True))
     )
-    label = html.escape(result.columns[numeric])
-    return f'<svg role="img" aria-label="{label}" width="640" height="{height}">{bars}</svg>'
+    label = html.escape(metric.column(column).label)
+    height = 22 * len(values) + 20
+    return (
+        f'<svg role="img" aria-label="{label}" data-column="{html.escape(column)}" '
+        f'width="640" height="{height}">'
+        f'<text class="label" x="0" y="14">{label}</text><g transform="translate(0,20)">{bars}</g></svg>'
+    )
 
 
-def _bar(index: int, label: str, value: float, width: float) -> str:
+def _bar(index: int, label: str, value: str, width: float) -> str:
     y = 22 * index
     return (
         f'<text class="label" x="0" y="{y + 15}">{html.escape(label)}</text>'
         f'<rect class="bar" x="160" y="{y + 4}" width="{max(1.0, width):.1f}" height="14"/>'
-        f'<text class="label" x="{165 + width:.1f}" y="{y + 15}">{html.escape(_cell(value))}</text>'
+        f'<text class="label" x="{165 + width:.1f}" y="{y + 15}">{html.escape(value)}</text>'
     )
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.3f}".rstrip("0").rstrip(".")
-    return str(value)

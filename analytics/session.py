@@ -9,6 +9,7 @@ import os
 import platform
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from analytics import events as ev
 from analytics.filelock import try_lock, unlock
 from analytics.mapping import uuid7
+from analytics.state import OWNED_FOLDERS
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Session:
     id: str = field(default_factory=uuid7)
     started_monotonic: float = field(default_factory=time.monotonic)
     counters: SessionCounters = field(default_factory=SessionCounters)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     marker: SessionMarker | None = field(default=None, repr=False)
 
     def record(self, event: ev.DomainEvent, now: float) -> None:
@@ -133,12 +135,22 @@ class SessionMarker:
             f'"proposals_rejected":{c.proposals_rejected},"chat_turns":{c.chat_turns},'
             f'"tool_calls":{c.tool_calls},"errors":{c.errors}}}}}'
         ).encode()
-        # Padded to a fixed size, so a shorter write never leaves a tail of the previous one.
-        if hasattr(os, "pwrite"):
-            os.pwrite(self._fd, data.ljust(MARKER_BYTES), 0)
-        else:  # pragma: no cover - Windows has no pwrite
-            os.lseek(self._fd, 0, os.SEEK_SET)
-            os.write(self._fd, data.ljust(MARKER_BYTES))
+        # Padded to a fixed size, so a shorter write never leaves a tail of the previous one. A
+        # full disk costs the crash report its latest counters, never the event being counted.
+        with contextlib.suppress(OSError):
+            if hasattr(os, "pwrite"):
+                os.pwrite(self._fd, data.ljust(MARKER_BYTES), 0)
+            else:  # pragma: no cover - Windows has no pwrite
+                os.lseek(self._fd, 0, os.SEEK_SET)
+                os.write(self._fd, data.ljust(MARKER_BYTES))
+
+    def forget(self) -> None:
+        """In a forked child: let go of the inherited descriptor without touching the lock, which
+        the parent still holds through its own copy (an unlock here would release it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def close(self) -> None:
         """The session ended normally: release and remove the marker."""
@@ -156,10 +168,14 @@ MARKER_BYTES = 512
 
 def collect_crashed_sessions(folder: Path) -> list[EndedSession]:
     """Markers whose process is gone, read and removed (oldest first). Live sessions are left alone."""
-    if not folder.is_dir():
-        return []
+    try:
+        paths = sorted(folder.glob("*.json"))
+    except OSError:
+        return []  # no folder (or none we can read): no crashed session we could report
     ended: list[EndedSession] = []
-    for path in sorted(folder.glob("*.json")):
+    for path in paths:
+        if not OWNED_FOLDERS["sessions"].fullmatch(path.name):
+            continue  # not a marker of ours: never read, never removed
         try:
             fd = os.open(path, os.O_RDWR)
         except OSError:
@@ -171,20 +187,39 @@ def collect_crashed_sessions(folder: Path) -> list[EndedSession]:
                 found = _read_marker(path)
                 if found is not None:
                     ended.append(found)
-                path.unlink()
             finally:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # read or unreadable, it is never looked at again
                 unlock(fd)
         finally:
             os.close(fd)
     return sorted(ended, key=lambda s: s.started_at)
 
 
+# A counter beyond this in one session is damage, not use.
+MAX_COUNTER = 10**9
+
+
 def _read_marker(path: Path) -> EndedSession | None:
+    """What a crashed session's marker says, or None when it cannot be trusted (cut short by the
+    crash, or damaged: a counter of 1e400 or -5 reports nothing rather than something false)."""
     try:
         data: Any = json.loads(path.read_bytes().strip() or b"null")
-        counters = SessionCounters(**{k: int(v) for k, v in data["counters"].items()})
-        return EndedSession(
-            str(data["session_id"]), float(data["started_at"]), float(data["last_seen"]), counters
-        )
-    except (ValueError, KeyError, TypeError, OSError):
-        return None  # a marker cut short by the crash: nothing reliable to report
+        counters = SessionCounters(**{k: _counter(v) for k, v in data["counters"].items()})
+        started_at, last_seen = _moment(data["started_at"]), _moment(data["last_seen"])
+        session_id = str(uuid.UUID(str(data["session_id"])))
+    except (ValueError, KeyError, TypeError, AttributeError, OSError, OverflowError, RecursionError):
+        return None
+    return EndedSession(session_id, started_at, max(started_at, last_seen), counters)
+
+
+def _counter(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_COUNTER:
+        raise ValueError(f"not a session counter: {value!r}")
+    return value
+
+
+def _moment(value: Any) -> float:
+    if type(value) not in (int, float) or not 0 < value < 2**33:  # epoch seconds, before year 2242
+        raise ValueError(f"not a time: {value!r}")
+    return float(value)

@@ -2,16 +2,42 @@
 
 Created 0700 with files 0600: other accounts on a shared machine must not read what is waiting.
 Nothing here is touched while telemetry is disabled.
+
+``TELEMETRY_DIR`` may point at a folder that also holds the user's own files (a home folder, a
+project folder), so nothing here ever deletes by walking a folder: :meth:`StateFolder.purge` removes
+only entries whose names match what this library creates (:data:`OWNED`), never follows a symbolic
+link, and removes a folder only once it is empty.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-import shutil
+import re
+import stat
 from pathlib import Path
 from typing import Final
 
 OPT_OUT_MARKER: Final = "opted-out"
+
+# What the library creates, by name. Folders map to the pattern of the files it puts in them.
+_HEX: Final = "[0-9a-f]"
+_SQLITE_FILES: Final = r"cache\.db(?:-wal|-shm|-journal)?"
+# diskcache keeps a large value in <2 hex>/<2 hex>/<28 hex>.val beside its database.
+DISKCACHE_FILES: Final = re.compile(rf"{_SQLITE_FILES}|{_HEX}{{2}}(?:/{_HEX}{{2}}(?:/{_HEX}{{28}}\.val)?)?")
+_UUID: Final = rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+OWNED_FOLDERS: Final[dict[str, re.Pattern[str]]] = {
+    "queue": DISKCACHE_FILES,
+    "meta": DISKCACHE_FILES,
+    "dead-letters": DISKCACHE_FILES,
+    "proposals": DISKCACHE_FILES,
+    "archive": re.compile(r"\d{4}-\d{2}-\d{2}\.jsonl|undated\.jsonl"),
+    "sessions": re.compile(rf"{_UUID}\.json"),
+}
+# A damaged queue set aside: queue.corrupt-<time>-<pid>, laid out like queue/.
+_CORRUPT_QUEUE: Final = re.compile(r"queue\.corrupt-\d+-\d+")
+OWNED_FILES: Final = re.compile(r"install_id|salt|upload\.lock|\.(?:install_id|salt)\.\d+\.[0-9a-f]{8}")
 
 
 class StateFolder:
@@ -35,27 +61,96 @@ class StateFolder:
             os.chmod(self.root, 0o700)  # mkdir's mode is filtered by the umask
 
     def exists(self) -> bool:
-        return self.root.is_dir()
+        try:
+            return stat.S_ISDIR(os.stat(self.root).st_mode)
+        except (OSError, ValueError):
+            return False
 
     @property
     def opted_out(self) -> bool:
-        return self.opt_out_marker.exists()
+        return self.opt_out_reason() is not None
+
+    def opt_out_reason(self) -> str | None:
+        """Why this folder says telemetry must stay off, or None.
+
+        A folder we may not look into (another account's, behind a 0700 folder) cannot tell us
+        whether the user opted out: that fails closed, as an unreadable consent setting does.
+        A path that cannot exist (too long, a file in the way) holds no marker.
+        """
+        try:
+            os.stat(self.opt_out_marker)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return f"state folder not accessible, so the opt-out cannot be checked ({exc.strerror})"
+            return None
+        except ValueError:  # a NUL byte in the path
+            return None
+        return "opted out (set_enabled(False))"
 
     def purge(self, *, keep_opt_out: bool = True) -> None:
-        """Delete everything we stored; keep only the marker that keeps telemetry off."""
-        if not self.root.is_dir():
+        """Delete everything this library stored; keep only the marker that keeps telemetry off.
+
+        Only names this library creates are touched (see the module docstring); anything else in
+        the folder, and anything a symbolic link points at, is left exactly as it was.
+        """
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
             return
-        for entry in self.root.iterdir():
-            if keep_opt_out and entry == self.opt_out_marker:
+        for entry in entries:
+            name = entry.name
+            if entry.is_symlink():
                 continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+            if name == OPT_OUT_MARKER:
+                if not keep_opt_out:
+                    _unlink_quietly(entry.path)
+            elif OWNED_FILES.fullmatch(name) and entry.is_file(follow_symlinks=False):
+                _unlink_quietly(entry.path)
+            elif name in OWNED_FOLDERS and entry.is_dir(follow_symlinks=False):
+                purge_folder(Path(entry.path), OWNED_FOLDERS[name])
+            elif _CORRUPT_QUEUE.fullmatch(name) and entry.is_dir(follow_symlinks=False):
+                purge_folder(Path(entry.path), DISKCACHE_FILES)
+
+    def damaged_queues(self) -> list[Path]:
+        """Damaged queues set aside (``queue.corrupt-*``) whose events have not been read back."""
+        try:
+            names = [entry.name for entry in os.scandir(self.root) if entry.is_dir(follow_symlinks=False)]
+        except OSError:
+            return []
+        return sorted(self.root / name for name in names if _CORRUPT_QUEUE.fullmatch(name))
+
+    def clear_opt_out(self) -> None:
+        """Remove the opt-out marker (opting back in); a folder that refuses is left as it is."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.opt_out_marker)
 
     def write_opt_out(self, reason: str) -> None:
         self.ensure()
         write_private(self.opt_out_marker, reason.encode())
+
+
+def purge_folder(folder: Path, owned: re.Pattern[str], relative: str = "") -> None:
+    """Remove the files under ``folder`` whose relative path matches ``owned``, then the folder
+    itself if nothing else is left in it."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        path = f"{relative}{entry.name}"
+        if entry.is_symlink() or not owned.fullmatch(path):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            purge_folder(Path(entry.path), owned, f"{path}/")
+        elif entry.is_file(follow_symlinks=False):
+            _unlink_quietly(entry.path)
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)  # fails, harmlessly, while anything that is not ours is inside
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def make_private_dir(path: Path) -> None:

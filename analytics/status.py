@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -34,28 +36,51 @@ class StatusReport:
     paused: dict[str, Any] | None = None
     dead_letters: int = 0
     archived_events: int = 0
-    problem: str | None = None
+    problem: str | None = None  # every problem below, in one line
+    problems: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+# A queue whose oldest event is this old while delivery keeps failing is stalled, not just slow.
+STALLED_AFTER_SECONDS = 3600.0
+
+
 def build_status(
-    config: TelemetryConfig, *, disabled_reason: str | None, queue: OfflineQueue | None = None
+    config: TelemetryConfig,
+    *,
+    disabled_reason: str | None,
+    queue: OfflineQueue | None = None,
+    check_integrity: bool = False,
 ) -> StatusReport:
     """Report on ``config``'s state folder, through a live ``queue`` or by opening it to read.
 
     Reading never creates the folder: a machine where telemetry never ran reports an empty queue.
+    Nothing here raises for a folder that cannot be read: that is reported as a problem.
+    ``check_integrity`` reads every page of the queue file (a command line can afford it).
     """
+    from analytics.queue import QueueStats
+
     state = StateFolder(config.resolved_state_dir)
-    if disabled_reason is None and state.opted_out:
-        disabled_reason = "opted out (set_enabled(False))"
-    problem = None
-    if queue is not None:
-        stats = queue.stats()
-        facts = _facts(queue.meta)
-    else:
-        stats, facts, problem = read_queue_stats(state)
+    if disabled_reason is None:
+        disabled_reason = state.opt_out_reason()
+    problems: list[str] = []
+    try:
+        if queue is not None:
+            stats = queue.stats()
+            facts = _facts(queue.meta)
+        else:
+            stats, facts, problem = read_queue_stats(state, check_integrity=check_integrity)
+            if problem:
+                problems.append(problem)
+    except STORE_ERRORS as exc:
+        stats, facts = QueueStats(0, 0, None, "unreadable", {}), {}
+        problems.append(f"state folder unreadable: {getattr(exc, 'strerror', None) or exc}")
+    problems.extend(stats.problems)
+    stalled = _stalled(stats.depth, stats.oldest_age_seconds, facts)
+    if stalled:
+        problems.append(stalled)
     return StatusReport(
         enabled=disabled_reason is None,
         disabled_reason=disabled_reason,
@@ -71,10 +96,25 @@ def build_status(
         last_delivery=facts.get("last_delivery"),
         last_error=facts.get("last_error"),
         paused=facts.get("paused"),
-        dead_letters=_count_dead_letters(state),
-        archived_events=count_archived(state),
-        problem=problem,
+        dead_letters=_quietly(_count_dead_letters, state),
+        archived_events=_quietly(count_archived, state),
+        problem="; ".join(problems) or None,
+        problems=tuple(problems),
     )
+
+
+def _stalled(depth: int, oldest_age: float | None, facts: dict[str, Any]) -> str | None:
+    failing = facts.get("paused") or facts.get("last_error")
+    if not depth or oldest_age is None or oldest_age < STALLED_AFTER_SECONDS or not failing:
+        return None
+    return f"delivery stalled: {depth:,} events waiting, the oldest {oldest_age / 3600:,.1f} h old"
+
+
+def _quietly(count: Callable[[StateFolder], int], state: StateFolder) -> int:
+    try:
+        return count(state)
+    except STORE_ERRORS:
+        return 0
 
 
 def _facts(meta: MetaStore) -> dict[str, Any]:
@@ -107,25 +147,54 @@ def count_archived(state: StateFolder) -> int:
     return total
 
 
-def read_queue_stats(state: StateFolder) -> tuple[QueueStats, dict[str, Any], str | None]:
+def read_queue_stats(
+    state: StateFolder, *, check_integrity: bool = False
+) -> tuple[QueueStats, dict[str, Any], str | None]:
     """Stats of a queue folder without a running app; ``(stats, delivery facts, problem)``."""
     from analytics.queue import QueueStats
 
-    meta = MetaStore(state.meta_dir if state.meta_dir.is_dir() else None)
+    # A command line may wait for the counters; an app's emit() never does.
+    meta = MetaStore(state.meta_dir if _is_dir(state.meta_dir) else None, open_budget=5.0)
     drops, facts = meta.drops(), _facts(meta)
+    damage = meta.fact("last_damage")
     meta.close()
-    if not state.queue_dir.is_dir():
-        return QueueStats(0, 0, None, "disk", drops), facts, None
+    problems = []
+    if isinstance(damage, dict) and damage.get("lost"):
+        problems.append(
+            f"the queue file was damaged: {damage.get('recovered', 0)} events recovered, "
+            f"{damage['lost']} lost (counted as queue_corrupted)"
+        )
+    aside = state.damaged_queues()
+    if aside:
+        problems.append(f"{len(aside)} damaged queue file(s) set aside, read back at the app's next start")
+    if not _is_dir(state.queue_dir):
+        return QueueStats(0, 0, None, "disk", drops), facts, "; ".join(problems) or None
     try:
         disk = DiskQueue(state.queue_dir)
     except STORE_ERRORS as exc:
-        return QueueStats(0, 0, None, "unreadable", drops), facts, f"queue unreadable: {exc}"
+        problems.append(f"queue damaged or unreadable: {exc}")
+        return QueueStats(0, 0, None, "unreadable", drops), facts, "; ".join(problems)
     try:
+        if check_integrity:
+            verdict = disk.integrity()
+            if verdict != "ok":
+                problems.append(f"queue damaged: {verdict}")
         oldest = disk.oldest_timestamp()
         age = None if oldest is None else max(0.0, time.time() - oldest)
-        return QueueStats(len(disk), disk.volume(), age, "disk", drops), facts, None
+        stats = QueueStats(len(disk), disk.volume(), age, "disk", drops)
+    except STORE_ERRORS as exc:
+        problems.append(f"queue damaged or unreadable: {exc}")
+        stats = QueueStats(0, 0, None, "unreadable", drops)
     finally:
         disk.close()
+    return stats, facts, "; ".join(problems) or None
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _host_only(endpoint: str | None) -> str | None:

@@ -220,6 +220,35 @@ def main() -> int:
             "<= 600 bytes",
             ok(memory["bytes_per_event"] <= 600),
         )
+        # The scrubber (bench/scrubber.py): every string an event carries goes through it.
+        scrub = json.loads(
+            subprocess.run(
+                [sys.executable, str(HERE / "scrubber.py"), "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            ).stdout
+        )
+        table.add(
+            "scrub log text, no secrets",
+            f"{scrub['clean_us_per_kb']:.1f} us/KB",
+            "n/a",
+            "",
+            "<= 30 us/KB",
+            ok(scrub["clean_us_per_kb"] <= 30),
+        )
+        table.add(
+            "scrub log text with secrets", f"{scrub['secrets_us_per_kb']:.1f} us/KB", "n/a", "", "(reported)"
+        )
+        table.add(
+            "scrub a short value (first / again)",
+            f"{scrub['short_first_ns']:.0f} / {scrub['short_repeat_ns']:.0f} ns",
+            "n/a",
+            "",
+            "< 1 us",
+            ok(scrub["short_first_ns"] < 1000),
+        )
     finally:
         sink.kill()
     print()

@@ -19,6 +19,16 @@ from analytics.state import StateFolder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# Figures the scrubber corpus tests measure (tests/test_scrubber_corpus.py), shown at the end.
+CORPUS_FIGURES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if CORPUS_FIGURES:
+        terminalreporter.section("scrubber corpus")
+        for line in CORPUS_FIGURES:
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture(autouse=True)
 def no_swallowed_errors() -> Iterator[list[tuple[str, BaseException]]]:

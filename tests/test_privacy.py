@@ -17,10 +17,20 @@ from hypothesis import strategies as st
 
 from analytics import Analytics, TelemetryConfig, events
 from analytics.privacy.scrubber import Scrubber
+from analytics.privacy.secret_rules import SYSTEM_ACCOUNTS
 from tests.conftest import MakeTelemetry, queued_messages
 
 HOME = str(Path.home())
-USER = getpass.getuser()
+# The user name planted is a person's: on a machine whose account is a role (root in a
+# container, runner in CI) that name is not personal and is left alone, so the test gives the
+# process a personal login name through the environment, where getpass.getuser() reads it.
+USER = getpass.getuser() if getpass.getuser() not in SYSTEM_ACCOUNTS else "margaret.o"
+
+
+@pytest.fixture(autouse=True)
+def personal_login_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOGNAME", USER)
+
 
 # Each entry: (what it is, the text planted, the part that must never appear in what is queued).
 CORPUS: list[tuple[str, str, str]] = [
@@ -289,3 +299,39 @@ def test_scrubbing_is_idempotent(text: str) -> None:
     scrubber = Scrubber(home="/home/alice", user_name="alice")
     once = scrubber.scrub_text(text)
     assert scrubber.scrub_text(once) == once
+
+
+# -- structured context: keys that name a secret redact their values, at any depth -----------------
+
+
+def test_secret_named_keys_are_redacted_at_any_depth(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    telemetry = make_telemetry(strict=True)
+    context = {
+        "password": "plain words no scanner would flag",
+        "api_key": 12345,
+        "db": {"pass": "x", "host": "db.internal", "port": 5432},
+        "credentials": {"user": "svc", "token": ["a1", "b2"], "expires_in": 60},
+        "X-Api-Key": "k",
+        "headers": [{"Authorization": "Bearer abc"}, {"Accept": "application/json"}],
+        "token_count": 1400,
+        "has_password": True,
+        "secret": None,
+        "empty_password": "",
+    }
+    telemetry.emit(events.Error(error_type="E", message="m", context=context))
+    [message] = [m for m in queued_messages(state_dir) if m["event"] == "$exception"]
+    sent = message["properties"]["context"]
+    assert sent["password"] == "<secret>"
+    assert sent["api_key"] == "<secret>"
+    assert sent["db"] == {"pass": "<secret>", "host": "db.internal", "port": 5432}
+    assert sent["credentials"] == {
+        "user": "<secret>",
+        "token": ["<secret>", "<secret>"],
+        "expires_in": "<secret>",
+    }
+    assert sent["X-Api-Key"] == "<secret>"
+    assert sent["headers"] == [{"Authorization": "<secret>"}, {"Accept": "application/json"}]
+    assert sent["token_count"] == 1400
+    assert sent["has_password"] is True
+    assert sent["secret"] is None
+    assert sent["empty_password"] == ""

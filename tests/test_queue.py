@@ -97,17 +97,21 @@ def test_byte_bound_keeps_the_queue_small_and_counts(make_telemetry: MakeTelemet
 def test_corrupted_queue_file_is_set_aside_and_emit_carries_on(
     make_telemetry: MakeTelemetry, state_dir: Path
 ) -> None:
-    first = make_telemetry()
-    first.emit(tool(1))
-    first.shutdown()
+    # An endpoint without a token: events wait in the queue, nothing delivers them.
+    waiting = {"endpoint": "http://127.0.0.1:9", "token": None}
+    first = make_telemetry(**waiting)
+    for n in range(3):
+        first.emit(tool(n))
+    first.shutdown(timeout=0.1)
     for name in os.listdir(state_dir / "queue"):
         (state_dir / "queue" / name).write_bytes(b"this is not a database " * 200)
-    second = make_telemetry()
-    second.emit(tool(2))
-    assert tool_numbers(state_dir) == [2]
-    assert second.status().drops["queue_corrupted"] == 1
-    aside = [p for p in state_dir.iterdir() if p.name.startswith("queue.corrupt-")]
-    assert len(aside) == 1  # kept for forensics, not deleted
+    second = make_telemetry(**waiting)
+    second.emit(tool(9))
+    assert tool_numbers(state_dir) == [9]
+    second.flush(timeout=0.1)  # upkeep reads the damaged file back, off the app's path
+    # Nothing could be read back: the three events it held are counted, one by one.
+    assert second.status().drops["queue_corrupted"] == 3
+    assert not [p for p in state_dir.iterdir() if p.name.startswith("queue.corrupt-")]
 
 
 def test_queue_damaged_while_running_never_breaks_emit(

@@ -24,12 +24,14 @@ class UploadLease:
         self._owner = owner or f"pid {os.getpid()} ({os.path.basename(sys.argv[0]) or 'python'})"
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[bool]:
-        """Try to take the lease without waiting; yields whether it is ours for the block."""
+    def hold(self) -> Iterator[bool | None]:
+        """Try to take the lease without waiting; yields whether it is ours for the block, or None
+        when the lease file cannot be used at all (an unusable state folder: there is no shared
+        queue to protect then, only this process's memory buffer)."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError:
-            yield False
+            yield None
             return
         try:
             if not try_lock(fd):
@@ -46,7 +48,7 @@ class UploadLease:
     def holder(self) -> str | None:
         """Who holds the lease now, or None when it is free."""
         with self.hold() as ours:
-            if ours:
+            if ours is not False:
                 return None
         try:
             return self.path.read_text().strip() or "another process"

@@ -119,9 +119,10 @@ class Uploader:
                 self._wake.wait(max(MIN_BURST_PAUSE_SECONDS, busy * (1 / BACKGROUND_DUTY - 1)))
                 self._wake.clear()
                 continue
-            # Checkpoints happen here, in this thread, when the queue is quiet: never inside an
-            # app's emit(), and not between the batches of a burst.
+            # Checkpoints and upkeep happen here, in this thread, when the queue is quiet: never
+            # inside an app's emit(), and not between the batches of a burst.
             self._queue.checkpoint()
+            self._queue.maintain()
             wait = self._interval if result.step in (Step.EMPTY, Step.BUSY) else result.delay
             self._wake.wait(wait)
             self._wake.clear()
@@ -132,6 +133,7 @@ class Uploader:
         """Deliver what is queued now, within ``timeout`` seconds; True when the queue is empty."""
         deadline = time.monotonic() + max(0.0, timeout)
         self._not_before = 0.0  # an explicit flush tries now, whatever the backoff said
+        self._queue.maintain()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -197,21 +199,25 @@ class Uploader:
             return CycleResult(Step.BUSY)
         try:
             with self._lease.hold() as ours:
-                if not ours:
+                if ours is False:
                     return CycleResult(Step.BUSY)
-                batch = self._next_batch(max_events)
+                # No usable lease file means no usable folder: send what this process holds in
+                # memory (no other process can see it), or it would be lost at exit.
+                batch = self._next_batch(max_events, memory_only=ours is None)
                 if not batch:
                     return CycleResult(Step.EMPTY)
                 return self._deliver(batch, timeout)
         finally:
             self._cycle_lock.release()
 
-    def _next_batch(self, max_events: int) -> list[tuple[int, bytes]]:
+    def _next_batch(self, max_events: int, *, memory_only: bool = False) -> list[tuple[int, bytes]]:
         batch: list[tuple[int, bytes]] = []
         size = 0
         stale: list[int] = []
         cutoff = self._clock() - self._max_age
-        records = self._queue.peek(min(max_events, MAX_BATCH_EVENTS), yield_every=GIL_YIELD_EVERY)
+        records = self._queue.peek(
+            min(max_events, MAX_BATCH_EVENTS), yield_every=GIL_YIELD_EVERY, memory_only=memory_only
+        )
         # Records come oldest first: when the oldest is young enough, so is the rest of the batch.
         oldest = record_timestamp(records[0][1]) if records else None
         check_each = oldest is not None and oldest < cutoff

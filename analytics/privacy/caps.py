@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -16,9 +17,10 @@ from typing import Any, Final
 
 import orjson
 
-from analytics.privacy.scrubber import Scrubber
+from analytics.privacy.scrubber import SECRET, Scrubber, names_a_secret
 
 TRUNCATION_MARK: Final = "…[truncated]"
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 MAX_DEPTH: Final = 8
 MAX_ITEMS: Final = 256
 MAX_KEY_CHARS: Final = 200
@@ -42,14 +44,21 @@ class Cleaner:
                 out[key] = value
                 continue
             limit = self.max_content_chars if key in long_keys else self.max_value_chars
-            cleaned, cut = self._value(value, limit, 0)
+            cleaned, cut = self._value(value, limit, 0, names_a_secret(key))
             out[key] = cleaned
             if cut:
                 self.truncated.append(key)
         return out
 
-    def _value(self, value: Any, limit: int, depth: int) -> tuple[Any, bool]:
-        if value is None or isinstance(value, bool | int):
+    def _value(self, value: Any, limit: int, depth: int, secret: bool = False) -> tuple[Any, bool]:
+        """``secret``: the value sits under a key that names a secret (``password``, ``api_key``,
+        ``db.pass``...), at any depth: every scalar in it is redacted whole, whatever it looks
+        like; None, booleans and empty strings stay (they say whether, not what)."""
+        if value is None or isinstance(value, bool):
+            return value, False
+        if secret and not isinstance(value, Mapping | list | tuple | set | frozenset):
+            return (value, False) if value == "" else (SECRET, False)
+        if isinstance(value, int):
             return value, False
         if isinstance(value, str):
             return cap_text(self.scrubber.scrub_text(value), limit)
@@ -63,13 +72,16 @@ class Cleaner:
             for index, (key, item) in enumerate(value.items()):
                 if index >= MAX_ITEMS:
                     break
-                clean_key, key_cut = cap_text(self.scrubber.scrub_text(str(key)), MAX_KEY_CHARS)
-                result[clean_key], item_cut = self._value(item, limit, depth + 1)
+                name = str(key)
+                clean_key, key_cut = cap_text(self.scrubber.scrub_text(name), MAX_KEY_CHARS)
+                result[clean_key], item_cut = self._value(
+                    item, limit, depth + 1, secret or names_a_secret(name)
+                )
                 cut = cut or key_cut or item_cut
             return result, cut
         if isinstance(value, list | tuple | set | frozenset):
             items = list(value)
-            cleaned = [self._value(item, limit, depth + 1) for item in items[:MAX_ITEMS]]
+            cleaned = [self._value(item, limit, depth + 1, secret) for item in items[:MAX_ITEMS]]
             return [v for v, _ in cleaned], len(items) > MAX_ITEMS or any(c for _, c in cleaned)
         if isinstance(value, datetime | date):
             return value.isoformat(), False
@@ -102,7 +114,11 @@ def encode(message: Mapping[str, Any]) -> bytes:
     try:
         return orjson.dumps(message)
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # A lone surrogate (os.fsdecode's stand-in for a file name byte that is not UTF-8) cannot
+        # be sent as UTF-8, and PostHog refuses its \u escape: it becomes U+FFFD, as a decoder
+        # would have made it.
+        return _SURROGATE.sub("\ufffd", text).encode()
 
 
 def fit_to_budget(message: dict[str, Any], max_bytes: int, truncated: list[str]) -> bytes | None:

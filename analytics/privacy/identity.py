@@ -12,6 +12,7 @@ import hmac
 import os
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -71,20 +72,47 @@ SALT_FILE: Final = "salt"
 
 
 def load_or_create_identity(folder: Path) -> InstallIdentity:
-    """Read the identity files in ``folder``, creating them (0600) the first time."""
-    install_id = _read_or_create(folder / INSTALL_ID_FILE, lambda: str(uuid.uuid4()).encode())
-    salt_hex = _read_or_create(folder / SALT_FILE, lambda: secrets.token_hex(32).encode())
+    """Read the identity files in ``folder``, creating them (0600) the first time.
+
+    A damaged file is replaced on its own: a damaged salt gets a fresh salt (hashing with a
+    guessable key is worse than hashes that no longer match old ones) and keeps the install id,
+    whose history in PostHog is worth keeping; a damaged install id gets a fresh one.
+    """
+    install_id = _read_valid(folder / INSTALL_ID_FILE, _install_id_or_none, lambda: str(uuid.uuid4()))
+    salt_hex = _read_valid(folder / SALT_FILE, _salt_or_none, lambda: secrets.token_hex(32))
+    return InstallIdentity(install_id=install_id, salt=bytes.fromhex(salt_hex))
+
+
+def _install_id_or_none(text: str) -> str | None:
     try:
-        uuid.UUID(install_id.decode())
-        salt = bytes.fromhex(salt_hex.decode())
-        if len(salt) < 16:
-            raise ValueError("salt too short")
+        return str(uuid.UUID(text)) if len(text) == 36 else None
     except ValueError:
-        # A damaged file: start a new identity rather than hash with a guessable key.
-        for name in (INSTALL_ID_FILE, SALT_FILE):
-            (folder / name).unlink(missing_ok=True)
-        return load_or_create_identity(folder)
-    return InstallIdentity(install_id=install_id.decode(), salt=salt)
+        return None
+
+
+def _salt_or_none(text: str) -> str | None:
+    try:
+        return text if len(bytes.fromhex(text)) >= 16 else None
+    except ValueError:
+        return None
+
+
+def _read_valid(path: Path, valid: Callable[[str], str | None], make: Callable[[], str]) -> str:
+    content = _read_or_create(path, lambda: make().encode())
+    value = valid(content.decode("ascii", "replace"))
+    if value is not None:
+        return value
+    # Damaged: replace it atomically, so a process reading it meanwhile sees the old or the new.
+    fresh = make()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, fresh.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return fresh
 
 
 def restore_identity(folder: Path, identity: InstallIdentity) -> None:
@@ -93,13 +121,12 @@ def restore_identity(folder: Path, identity: InstallIdentity) -> None:
     _read_or_create(folder / SALT_FILE, lambda: identity.salt.hex().encode())
 
 
-def _read_or_create(path: Path, make: object) -> bytes:
+def _read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
     try:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
-    assert callable(make)
-    content: bytes = make()
+    content = make()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -1,37 +1,67 @@
 """The scrubber: personal data and secrets out of every free-text value we send.
 
-Rules run in order, specific before general (a URL's credentials before an e-mail, a JWT before
-a key=value pair), and each replaces its match with a placeholder that says what was there.
+Passes run in order, each replacing what it finds with a placeholder that says what was there
+and that no later pass matches again: private key blocks, credentials in URLs, token formats
+(the rule table in ``secret_rules``), secret-named assignments and auth headers, e-mail
+addresses, home folders and the user's and machine's names, then IP addresses, payment cards,
+IBANs and phone numbers. No replacement crosses a line end (a private key block keeps its
+lines, each scrubbed).
+
+Speed: the scrubber runs on every string an event carries, so each pass first asks a question
+that C answers (a substring test, one regex scan) and only then does Python-level work on what
+it found. Short values that were clean once (model and tool names) are remembered.
 """
 
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
+
+from analytics.privacy import secret_rules as rules
+from analytics.privacy.checks import is_card_number, is_iban, shannon_entropy
+from analytics.privacy.secret_rules import CREDENTIALS, JWT, PRIVATE_KEY, SECRET, TOKEN
 
 HOME: Final = "<home>"
 USER: Final = "<user>"
 HOST: Final = "<host>"
 EMAIL: Final = "<email>"
-SECRET: Final = "<secret>"
-TOKEN: Final = "<token>"
-JWT: Final = "<jwt>"
-CREDENTIALS: Final = "<credentials>"
-PRIVATE_KEY: Final = "<private-key>"
+IP: Final = "<ip>"
+CARD: Final = "<card>"
+IBAN: Final = "<iban>"
+PHONE: Final = "<phone>"
+
+__all__ = [
+    "CARD",
+    "CREDENTIALS",
+    "EMAIL",
+    "HOME",
+    "HOST",
+    "IBAN",
+    "IP",
+    "JWT",
+    "PHONE",
+    "PRIVATE_KEY",
+    "SECRET",
+    "TOKEN",
+    "USER",
+    "Rule",
+    "Scrubber",
+    "names_a_secret",
+]
+
+Span = tuple[int, int, str]
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One kind of sensitive text.
-
-    ``triggers`` are substrings at least one of which any match must contain; a rule whose
-    triggers are all absent is skipped without running its regex, which keeps the common case
-    (short identifiers such as a model or tool name) to a few substring tests.
-    """
+    """An extra rule an app adds: ``pattern`` is replaced by ``replace(match)`` wherever one of
+    ``triggers`` occurs in the text (``ignore_case`` compares the triggers case-insensitively)."""
 
     name: str
     pattern: str
@@ -40,126 +70,558 @@ class Rule:
     ignore_case: bool = False
 
 
-def _constant(text: str) -> Callable[[re.Match[str]], str]:
-    return lambda _match: text
+# -- token formats -----------------------------------------------------------------------------
+
+# The text is screened as bytes, one byte per character (non-ASCII becomes "?"), mapped through
+# tables so that C's substring search finds what needs a look in Python: a run of 12 characters
+# tokens are made of, a digit group that may start an IP, a card or an IBAN. A regex scan over
+# the text would cost 10-20 us per KB each; the mapping and the searches cost about one.
+_TOKEN_CHARS: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+/.~"
+_RUN_TABLE: Final = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
+_RUN_SEED: Final = b"a" * 12
+_NUM_TABLE: Final = bytes(
+    ord("0") if 48 <= byte <= 57 else ord("A") if 65 <= byte <= 90 else byte if byte in b" .-" else ord("x")
+    for byte in range(256)
+)
+# In the number map: ".0.0." (an IPv4 address's middle), two groups of four digits (a card),
+# "AA00" (an IBAN's country and check digits). Each starts with a literal, which C finds fast.
+_NUMBER_HINTS: Final = (
+    re.compile(rb"\.0{1,3}\.0{1,3}\."),
+    re.compile(rb"0000[ -]?0000"),
+    re.compile(rb"AA00"),
+)
+_MIN_SCAN: Final = 7
 
 
-def _keep_group(group: str, placeholder: str) -> Callable[[re.Match[str]], str]:
-    return lambda match: f"{match.group(group)}{placeholder}"
+@dataclass(frozen=True)
+class _CompiledToken:
+    rule: rules.TokenRule
+    regex: re.Pattern[str]
+    lead: re.Pattern[str] | None
 
 
-_SECRET_NAME_RE: Final = re.compile(
-    r"api[_-]?key|apikey|access[_-]?key|secret[_-]?key|access[_-]?token|auth[_-]?token|refresh[_-]?token"
-    r"|id[_-]?token|client[_-]?secret|private[_-]?key|session[_-]?token|secret|token|password|passwd|pwd"
-    r"|authorization|auth|credentials?|[a-z0-9_-]*(?:_token|_secret|_password|_api_key)",
-    re.IGNORECASE,
+def _compile_tokens() -> tuple[
+    dict[str, list[tuple[str, _CompiledToken]]], list[tuple[bytes, _CompiledToken]]
+]:
+    by_head: dict[str, list[tuple[str, _CompiledToken]]] = {}
+    infixes: list[tuple[str, _CompiledToken]] = []
+    for rule in rules.TOKEN_RULES:
+        lead = re.compile(rule.lead) if rule.lead else None
+        compiled = _CompiledToken(rule, re.compile(rule.pattern), lead)
+        for prefix in rule.prefixes:
+            if lead is not None:
+                infixes.append((prefix, compiled))
+            else:
+                by_head.setdefault(prefix[:2], []).append((prefix, compiled))
+    infix_table = [(infix.encode(), compiled) for infix, compiled in infixes]
+    for entries in by_head.values():
+        entries.sort(key=lambda entry: len(entry[0]), reverse=True)
+    return by_head, infix_table
+
+
+_BY_HEAD, _INFIXES = _compile_tokens()
+_URL_RULES: Final = tuple((trigger, re.compile(pattern)) for trigger, pattern in rules.URL_RULES)
+_HEX_DIGITS: Final = "0123456789abcdefABCDEF"
+_HAS_DIGIT_RE: Final = re.compile(r"\d")
+_WORDISH_RE: Final = re.compile(r"[a-z]+(?:[_\-.][a-z]+)*\d*")
+
+
+def _looks_random(candidate: str, quoted: bool) -> bool:
+    """The high-entropy fallback for a run no token format claimed (detect-secrets' idea).
+
+    Hex runs are digests and ids unless quoted; other runs must mix upper case, lower case
+    and digits; the entropy bar is lower inside quotes, where a value is more likely a literal
+    secret than prose. Cheap string tests come first: most runs are words, paths and names.
+    """
+    body = candidate.rstrip("=")
+    length = len(body)
+    if length < 20 or "." in body or "~" in body:
+        return False
+    if not body.strip(_HEX_DIGITS):
+        return quoted and length >= 32 and shannon_entropy(body) > 3.0
+    if body.islower() or body.isupper() or body.isalpha() or (length == 36 and body.count("-") == 4):
+        return False
+    if quoted:
+        return length >= 24 and shannon_entropy(body) >= 3.7
+    if length < 24 or _HAS_DIGIT_RE.search(body) is None:
+        return False
+    return shannon_entropy(body) >= 4.2
+
+
+def _scan_spans(text: str, folded: bytes, spans: list[Span]) -> None:
+    for infix, compiled in _INFIXES:
+        at = folded.find(infix)
+        while at >= 0:
+            _claim_infix(text, at, compiled, spans)
+            at = folded.find(infix, at + len(infix))
+    runs = folded.translate(_RUN_TABLE)
+    at = runs.find(_RUN_SEED)
+    if at >= 0:
+        while at >= 0:
+            end = runs.find(b" ", at)
+            if end < 0:
+                end = len(text)
+            while end < len(text) and text[end] == "=":
+                end += 1
+            run = text[at:end]
+            head = _BY_HEAD.get(run[:2]) or (_BY_HEAD.get(run[0]) if run[0] in "MNO" else None)
+            claimed = head is not None and _claim_prefix(text, run, at, head, spans)
+            if not claimed and end - at >= 20:
+                quote = text[at - 1] if at else ""
+                quoted = quote != "" and quote in "\"'`" and text[end : end + 1] == quote
+                if _looks_random(run, quoted):
+                    spans.append((at, end, SECRET))
+            at = runs.find(_RUN_SEED, end)
+    numbers = folded.translate(_NUM_TABLE)
+    for hint_re, number_re, check, placeholder in _NUMBER_KINDS:
+        done = 0
+        for hint in hint_re.finditer(numbers):
+            if hint.start() < done:
+                continue
+            begin = max(0, hint.start() - 4)
+            for found in number_re.finditer(text, begin, min(len(text), hint.end() + 40)):
+                done = found.end()
+                if check(text, found):
+                    spans.append((found.start(), found.end(), placeholder))
+
+
+def _claim_prefix(
+    text: str, run: str, start: int, entries: list[tuple[str, _CompiledToken]], spans: list[Span]
+) -> bool:
+    """A token format whose prefix starts the run; True when one matched."""
+    for prefix, compiled in entries:
+        if run.startswith(prefix):
+            found = compiled.regex.match(text, start)
+            if found:
+                spans.append((start, found.end(), compiled.rule.placeholder))
+                return True
+    return False
+
+
+def _claim_infix(text: str, at: int, compiled: _CompiledToken, spans: list[Span]) -> None:
+    """A token format found by a prefix inside a token (its lead comes before)."""
+    lead_start = _lead_start(text, at, compiled)
+    if lead_start is not None:
+        found = compiled.regex.match(text, at)
+        if found:
+            spans.append((lead_start, found.end(), compiled.rule.placeholder))
+
+
+def _lead_start(text: str, at: int, compiled: _CompiledToken) -> int | None:
+    assert compiled.lead is not None
+    window_start = max(0, at - 96)
+    found = compiled.lead.search(text, window_start, at)
+    if found is None:
+        return None
+    begin = found.start()
+    if begin > 0 and (text[begin - 1].isalnum() or text[begin - 1] in "_-"):
+        return None
+    return begin
+
+
+# -- secret names ------------------------------------------------------------------------------
+
+_SEGMENT_RE: Final = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+_VALUE_SUFFIXES: Final = frozenset(
+    {"value", "val", "str", "string", "b64", "base64", "hex", "raw", "plain", "plaintext", "text", "data"}
 )
 
 
-def _secret_pair(match: re.Match[str]) -> str:
-    name = match.group("pair_name")
-    separator = match.group("pair_sep")
-    # A bare `key` counts only with `=`, so prose such as "missing key: id" keeps its meaning.
-    if _SECRET_NAME_RE.fullmatch(name) or (name.lower() == "key" and "=" in separator):
-        return f"{name}{separator}{SECRET}"
-    return match.group(0)
+@lru_cache(maxsize=4096)
+def _name_kind(name: str) -> str | None:
+    """What a name says of its value: "secret", "key" (secret if it looks like one), "pass"
+    (secret after "="), "auth" (an Authorization header), or None."""
+    low = name.lower().strip("$@-_.[]'\"` ")
+    if not low or low in rules.NOT_SECRET_NAMES:
+        return None
+    segments = [segment.lower() for segment in _SEGMENT_RE.findall(name)]
+    if not segments:
+        return None
+    last = segments[-1]
+    if len(segments) > 1 and last in _VALUE_SUFFIXES:
+        segments.pop()
+        last = segments[-1]
+    if any(part in low for part in rules.SECRET_HOLDER_NAMES):
+        return "secret"
+    if len(segments) > 1 and last in rules.ABOUT_A_SECRET:
+        return None
+    if last == "authorization" or low.endswith("authorization"):
+        return "auth"
+    if any(part in low for part in rules.STRONG_NAME_PARTS):
+        return None if "secretary" in low else "secret"
+    if last in rules.SECRET_SEGMENTS:
+        if last in {"pass", "pw", "pwd", "pat", "auth"} and len(segments) == 1:
+            return "pass" if last in {"pass", "auth"} else None
+        return "secret"
+    if last.endswith("token") and len(last) > 5:
+        return "secret"
+    if last in rules.KEY_SEGMENTS:
+        if len(segments) > 1 and segments[-2] in rules.NOT_SECRET_KEY_KINDS:
+            return None
+        return "key"
+    if last.endswith("key") and len(last) > 3 and low.replace("_", "").replace("-", "").endswith("key"):
+        # Glued names such as "cloudantkey", "slapikey": treated like "..._key".
+        return "key" if not last.endswith(("monkey", "turkey", "hotkey", "donkey", "whiskey")) else None
+    return None
 
 
-# A run of word characters may start only where the previous character is not one: this keeps
-# every rule below linear in the length of the text.
-_START: Final = r"(?<![A-Za-z0-9_-])"
+def names_a_secret(name: str) -> bool:
+    """Whether a structured key (``password``, ``api_key``, ``db.pass``, ``X-Api-Key``...)
+    names a secret, so that its value is redacted whole whatever it looks like. A bare ``key``
+    does not: in structured data it is far more often a lookup key than a credential."""
+    kind = _name_kind(name)
+    if kind == "key":
+        return name.lower().strip("$@-_.") not in {"key", "keys"}
+    return kind is not None
 
-_BASE_RULES: Final = (
-    Rule(
-        "private_key",
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
-        _constant(PRIVATE_KEY),
-        ("PRIVATE KEY",),
-    ),
-    # scheme://user:password@host -> scheme://<credentials>@host (also a DSN's public key).
-    Rule(
-        "url_credentials",
-        r"(?P<url_scheme>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*+://)[^\s/@:]++(?::[^\s/@]*+)?@",
-        lambda m: f"{m.group('url_scheme')}{CREDENTIALS}@",
-        ("://",),
-    ),
-    Rule(
-        "jwt",
-        _START + r"eyJ[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]*+",
-        _constant(JWT),
-        ("eyJ",),
-    ),
-    # Provider key formats: OpenAI / Anthropic, AWS access key ids, Google, Stripe, GitHub (classic
-    # and fine-grained), Slack (tokens and webhooks), Hugging Face, Groq, PostHog personal keys,
-    # npm and PyPI tokens.
-    Rule(
-        "openai_key",
-        _START + r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}",
-        _constant(SECRET),
-        ("sk-",),
-    ),
-    Rule(
-        "aws_key_id",
-        _START + r"(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?![A-Za-z0-9])",
-        _constant(SECRET),
-        ("AKIA", "ASIA", "AGPA", "AIDA", "AROA"),
-    ),
-    Rule("google_key", _START + r"AIza[0-9A-Za-z_-]{30,}", _constant(SECRET), ("AIza",)),
-    Rule(
-        "stripe_key",
-        _START + r"[rs]k_(?:live|test)_[0-9A-Za-z]{16,}",
-        _constant(SECRET),
-        ("k_live_", "k_test_"),
-    ),
-    Rule(
-        "github_token",
-        _START + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",
-        _constant(SECRET),
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-    ),
-    Rule(
-        "slack_token",
-        _START + r"xox[abposre]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+",
-        _constant(SECRET),
-        ("xox", "hooks.slack.com"),
-    ),
-    Rule(
-        "other_provider_key",
-        _START + r"(?:hf_[A-Za-z0-9]{30,}|gsk_[A-Za-z0-9]{40,}|phx_[A-Za-z0-9]{20,}|npm_[A-Za-z0-9]{36}"
-        r"|pypi-[A-Za-z0-9_-]{50,})",
-        _constant(SECRET),
-        ("hf_", "gsk_", "phx_", "npm_", "pypi-"),
-    ),
-    # name=value / name: value / "name": "value" where the name means a secret; the value may
-    # start with an auth scheme ("Authorization: Bearer abc").
-    Rule(
-        "secret_pair",
-        r"(?<![A-Za-z0-9_-])(?P<pair_name>[A-Za-z][A-Za-z0-9_-]{2,39}+)(?P<pair_sep>[\"']?\s*[:=]\s*[\"']?)"
-        r"(?:(?i:bearer|basic|token)\s+)?[^\s\"'&,;)\]}>]{3,}",
-        _secret_pair,
-        ("=", ":"),
-    ),
-    Rule(
-        "auth_header",
-        r"(?P<auth_scheme>(?<![A-Za-z0-9])(?i:bearer|basic|token)\s+)[A-Za-z0-9._~+/=-]{8,}",
-        _keep_group("auth_scheme", TOKEN),
-        ("bearer", "basic", "token"),
-        ignore_case=True,
-    ),
-    Rule(
-        "email",
-        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z])",
-        _constant(EMAIL),
-        ("@",),
-    ),
-    # Anyone's home folder, not just ours: a path written on another machine still names a person.
-    Rule(
-        "home_folder",
-        r"(?:/home/|/Users/|[A-Za-z]:\\Users\\|[A-Za-z]:/Users/)(?!<)[^/\\\s\"':]+",
-        _constant(HOME),
-        ("/home/", "/Users/", ":\\Users\\"),
-    ),
+
+_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.$")
+_STEMS: Final = (
+    b"pass",
+    b"pwd",
+    b"secret",
+    b"token",
+    b"key",
+    b"auth",
+    b"cred",
+    b"sig",
+    b"dsn",
+    b"cookie",
+    b"_url",
+    b"conn",
+    b"_pat",
+    b"_pw",
 )
+_NAME_REST_RE: Final = re.compile(r"[A-Za-z0-9_\-.$]*")
+_ASSIGN_RE: Final = re.compile(
+    r"(?P<close>(?:\\*[\"'`]|\[\d*\]|\])*)(?P<gap>[ \t]*)"
+    r"(?P<op>:=|=>|===|!==|==|!=|\?=|\+=|=|:(?![:/\\]))?[ \t]*@?"
+    r"(?:(?P<q>\\*[\"'`])(?P<quoted>[^\n]*?)(?P=q)|(?P<bare>[^\s\"'`,;&]+))"
+)
+# apikey "value"; (a statement in C-like languages: no operator, quotes and a semicolon)
+_QUOTED_STATEMENT_RE: Final = re.compile(r"(?P<gap>[ \t]*)(?P<q>[\"'`])(?P<quoted>[^\n]*?)(?P=q)(?=;)")
+# "value" == password (detect-secrets' reversed comparison).
+_REVERSED_RE: Final = re.compile(r"(?P<q>[\"'`])(?P<value>[^\"'`\n]+)(?P=q)[ \t]*[!=]{2,3}[ \t]*\Z")
+_CODE_VALUE_RE: Final = re.compile(
+    r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+\Z|[A-Za-z_$][\w$.]*[(\[]|\$\{?[A-Za-z_]\w*\}?\Z"
+    r"|%[sd(]|\{\{.*\}\}\Z|\{\}\Z|<[^<>]*>\Z|\*+\Z|\.\.\.\Z"
+)
+_SCHEME_RE: Final = re.compile(r"(?P<scheme>[A-Za-z][\w.-]*)[ \t]+(?P<cred>[^\s\"'`,;]+)")
+_CRED_AFTER_SCHEME_RE: Final = re.compile(r"[ \t]+(?P<cred>[A-Za-z0-9._~+/-]{8,}=*)(?![\w=+/-])")
+_BARE_VALUE_RE: Final = re.compile(r"[^\s\"'`,;]+")
+_TOKENISH_RE: Final = re.compile(r".*(?:\d|[._~+/=-]|[a-z][A-Z]|[A-Z]{2}[a-z])")
+
+
+def _is_tokenish(value: str) -> bool:
+    return _TOKENISH_RE.match(value) is not None
+
+
+def _credential_like(value: str, quoted: bool) -> bool:
+    if len(value) < 12 or " " in value or ":" in value or value.startswith(("/", "./", "~/")):
+        return False
+    has_digit = any(char.isdigit() for char in value)
+    has_alpha = any(char.isalpha() for char in value)
+    return (has_digit and has_alpha) or (quoted and len(value) >= 16)
+
+
+def _balanced_end(value: str) -> int:
+    """Drop closing brackets the value did not open: "(password=abc)" keeps its ")"."""
+    end = len(value)
+    for opener, closer in (("(", ")"), ("[", "]"), ("{", "}")):
+        while end and value[end - 1] == closer and value.count(opener, 0, end) < value.count(closer, 0, end):
+            end -= 1
+    return end
+
+
+def _assignment_spans(text: str, lowered: bytes, spans: list[Span]) -> None:
+    seen: set[int] = set()
+    length = len(text)
+    backwards: str | None = None
+    for stem in _STEMS:
+        at = lowered.find(stem)
+        while at >= 0:
+            if backwards is None:
+                backwards = text[::-1]
+            begin = at - (_NAME_REST_RE.match(backwards, length - at).end() - (length - at))  # type: ignore[union-attr]
+            end = _NAME_REST_RE.match(text, at + len(stem)).end()  # type: ignore[union-attr]
+            if begin not in seen:
+                seen.add(begin)
+                _assignment_at(text, begin, end, spans)
+            at = lowered.find(stem, end)
+
+
+def _assignment_at(text: str, begin: int, end: int, spans: list[Span]) -> None:
+    while end > begin and text[end - 1] == ".":
+        end -= 1
+    name = text[begin:end]
+    kind = _name_kind(name)
+    if kind is None:
+        return
+    before = text[max(0, begin - 4) : begin].rstrip()
+    reversed_value = (
+        _REVERSED_RE.search(text, max(0, begin - 200), begin) if before.endswith(("==", "!=")) else None
+    )
+    if reversed_value and kind != "key":
+        spans.append((reversed_value.start("value"), reversed_value.end("value"), SECRET))
+    if begin > 0 and text[begin - 1] == "<" and text[end : end + 1] == ">":
+        closing = text.find(f"</{name}>", end + 1)
+        line_end = text.find("\n", end + 1)
+        if closing > end + 1 and (line_end < 0 or closing < line_end):
+            spans.append((end + 1, closing, SECRET))  # <password>value</password>
+        return
+    found = _ASSIGN_RE.match(text, end)
+    if found is None or found.group("op") is None:
+        found = _QUOTED_STATEMENT_RE.match(text, end) or found
+    if found is None:
+        return
+    op = found.groupdict().get("op")
+    quoted = found.group("q") is not None
+    value = found.group("quoted") if quoted else found.group("bare")
+    value_start = found.start("quoted") if quoted else found.start("bare")
+    if op is None:
+        after = text[found.end() : found.end() + 1]
+        cli_flag = name.startswith("-") and bool(found.group("gap"))
+        if not (quoted and after == ";") and not cli_flag:
+            return
+    if not value:
+        return
+    if kind == "auth":
+        _authorization_value(text, value_start, found.end() if quoted else None, spans)
+        return
+    if kind == "pass" and op not in {"=", ":=", "=>", "?="}:
+        return
+    if not quoted:
+        if _CODE_VALUE_RE.match(value) or value == name or value.lower() in rules.STATUS_WORDS:
+            return
+        if op == ":" and value.isalpha() and value.islower():
+            rest = text[found.end() : found.end() + 2]
+            if rest[:1] == " " and rest[1:].isalpha():
+                return  # prose: "invalid password: must contain a digit"
+        value = value[: _balanced_end(value)]
+    elif value.startswith(("${", "{{", "<", "%(")) or value in {"%s", "{}"}:
+        return
+    if value.startswith("<") and value.endswith(">"):
+        return
+    if kind == "key" and not _credential_like(value, quoted):
+        return
+    spans.append((value_start, value_start + len(value), SECRET))
+
+
+def _authorization_value(text: str, start: int, quoted_end: int | None, spans: list[Span]) -> None:
+    """ "Bearer abc", "Api-Token abc" or a bare credential: the credential goes, the scheme stays."""
+    end = len(text) if quoted_end is None else quoted_end
+    scheme = _SCHEME_RE.match(text, start, end)
+    if scheme:
+        cred = scheme.group("cred")
+        if not (cred.startswith("<") and cred.endswith(">")):
+            spans.append((scheme.start("cred"), scheme.end("cred"), TOKEN))
+        return
+    bare = _BARE_VALUE_RE.match(text, start, end)
+    value = bare.group() if bare else ""
+    if (
+        value
+        and not (value.startswith("<") and value.endswith(">"))
+        and value.lower() not in rules.AUTH_SCHEMES
+    ):
+        spans.append((start, start + len(value), TOKEN))
+
+
+def _bare_scheme_spans(text: str, lowered: bytes, spans: list[Span]) -> None:
+    """ "Bearer abc123" outside a header; "Basic configuration" is prose and stays."""
+    for scheme in (b"bearer", b"basic", b"token"):
+        at = lowered.find(scheme)
+        while at >= 0:
+            before = text[at - 1 : at]
+            if not (before and (before.isalnum() or before in "_-")):
+                found = _CRED_AFTER_SCHEME_RE.match(text, at + len(scheme))
+                if found and _is_tokenish(found.group("cred")):
+                    spans.append((found.start("cred"), found.end("cred"), TOKEN))
+            at = lowered.find(scheme, at + 1)
+
+
+# -- the rest: keys, URLs, e-mail, paths, numbers -----------------------------------------------
+
+_PRIVATE_KEY_RE: Final = re.compile(
+    r"(?P<begin>-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)(?P<body>[\s\S]*?)"
+    r"(?P<end>-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
+)
+_PUTTY_RE: Final = re.compile(r"PuTTY-User-Key-File-\d+:?[^\n]*(?:\n(?!\n)[^\n]*)*")
+_URL_CREDENTIALS_RE: Final = re.compile(r"://(?P<cred>[^\s/@:\"'<>]+(?::[^\s/@\"'<>]*)?)@(?=[\w\[])")
+_EMAIL_DOMAIN_RE: Final = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?P<tld>[A-Za-z]{2,})(?![\w-])")
+_LOCAL_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_NOT_EMAIL_LOCALS: Final = frozenset({"git", "hg"})
+_FILE_TLDS: Final = frozenset(
+    {"png", "jpg", "jpeg", "gif", "svg", "webp", "js", "css", "py", "ts", "json", "map"}
+)
+# /home/x, /Users/x, C:\Users\x (any slash, doubled or not), \\wsl$\distro\home\x,
+# C:\Documents and Settings\x; a name may hold spaces when a separator follows it.
+_HOME_AT_RE: Final = re.compile(
+    r"(?i:[\\/]+(?:home|users|documents and settings)[\\/]+)"
+    r"(?!<)(?P<name>[^\\/\s\"'<>|*?:]+(?: [^\\/\s\"'<>|*?:]+)*(?=[\\/])|[^\\/\s\"'<>|*?:,;)\]}]+)"
+)
+_HOME_TRIGGERS: Final = (
+    b"/home/",
+    b"\\home\\",
+    b"/users/",
+    b"\\users\\",
+    b"/documents and settings",
+    b"\\documents and settings",
+)
+_TILDE_RE: Final = re.compile(r"~(?P<name>[A-Za-z_][\w.-]*)(?=[\\/])")
+_IPV4_RE: Final = re.compile(
+    r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}(?![\w]|\.\d)"
+)
+_CARD_RE: Final = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-]|\.\d)")
+_IBAN_RE: Final = re.compile(
+    r"(?<![A-Za-z0-9])[A-Z]{2}\d\d(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
+)
+_PHONE_RE: Final = re.compile(r"\+[1-9][\d \-.()/]{6,22}\d(?![\w])")
+_IPV6_RE: Final = re.compile(r"[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*")
+_VERSION_BEFORE_RE: Final = re.compile(r"(?i:version|ver\.?|release|build|rev)[ \t]*[:=]?[ \t]*\Z")
+_IPV6_HINT_RE: Final = re.compile(r":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:)")
+_HEX_COLON: Final = frozenset("0123456789abcdefABCDEF:")
+_KEPT_IPS: Final = ("127.", "0.0.0.0", "255.255.255.255")
+
+
+def _home_spans(text: str, lowered: bytes, trigger: bytes, spans: list[Span]) -> None:
+    """Someone's home folder at each place the trigger ("/home/", "\\users\\"...) occurs,
+    with the drive letter and doubled separators that precede it."""
+    at = lowered.find(trigger)
+    while at >= 0:
+        found = _HOME_AT_RE.match(text, at)
+        if found:
+            begin = at
+            while begin > 0 and text[begin - 1] in "\\/":
+                begin -= 1
+            if begin >= 2 and text[begin - 1] == ":" and text[begin - 2].isalpha():
+                begin -= 2
+            spans.append((begin, found.end(), HOME))
+        at = lowered.find(trigger, at + len(trigger))
+
+
+def _private_key_spans(text: str, spans: list[Span]) -> None:
+    for found in _PRIVATE_KEY_RE.finditer(text):
+        # Each line of the body is replaced on its own: no replacement crosses a line end.
+        offset = found.start("body")
+        for line in found.group("body").split("\n"):
+            stripped = line.strip()
+            if stripped:
+                at = offset + line.index(stripped)
+                spans.append((at, at + len(stripped), PRIVATE_KEY))
+            offset += len(line) + 1
+    for found in _PUTTY_RE.finditer(text):
+        offset = found.start()
+        for line in found.group().split("\n"):
+            if line:
+                spans.append((offset, offset + len(line), PRIVATE_KEY))
+            offset += len(line) + 1
+
+
+def _email_spans(text: str, spans: list[Span]) -> None:
+    for found in _EMAIL_DOMAIN_RE.finditer(text):
+        at = found.start()
+        begin = at
+        while begin > 0 and at - begin < 64 and text[begin - 1] in _LOCAL_CHARS:
+            begin -= 1
+        local = text[begin:at]
+        if not local or local.lower() in _NOT_EMAIL_LOCALS or found.group("tld").lower() in _FILE_TLDS:
+            continue
+        spans.append((begin, found.end(), EMAIL))
+
+
+def _public_ipv4(text: str, found: re.Match[str]) -> bool:
+    return not found.group().startswith(_KEPT_IPS) and not _is_version(text, found.start())
+
+
+def _card(_text: str, found: re.Match[str]) -> bool:
+    return is_card_number(found.group().replace(" ", "").replace("-", ""))
+
+
+def _iban(_text: str, found: re.Match[str]) -> bool:
+    return is_iban(found.group().replace(" ", ""))
+
+
+_NUMBER_KINDS: Final[
+    tuple[tuple[re.Pattern[bytes], re.Pattern[str], Callable[[str, re.Match[str]], bool], str], ...]
+] = (
+    (_NUMBER_HINTS[0], _IPV4_RE, _public_ipv4, IP),
+    (_NUMBER_HINTS[1], _CARD_RE, _card, CARD),
+    (_NUMBER_HINTS[2], _IBAN_RE, _iban, IBAN),
+)
+
+
+def _is_version(text: str, at: int) -> bool:
+    """ "Chrome/120.0.0.0" and "version 2.1.0.0" are versions, not addresses."""
+    if at >= 2 and text[at - 1] == "/" and text[at - 2].isalpha():
+        return True
+    return _VERSION_BEFORE_RE.search(text, max(0, at - 16), at) is not None
+
+
+def _phone_spans(text: str, spans: list[Span]) -> None:
+    for found in _PHONE_RE.finditer(text):
+        before = text[found.start() - 1 : found.start()]
+        if before and (before.isalnum() or before in "_+"):
+            continue
+        value = found.group()
+        digits = sum(char.isdigit() for char in value)
+        if 8 <= digits <= 15 and value.count("(") == value.count(")"):
+            spans.append((found.start(), found.end(), PHONE))
+
+
+def _ipv6_spans(text: str, spans: list[Span]) -> None:
+    """IPv6 addresses around "::" or a run of hex groups (timestamps' "10:15:32" is too short)."""
+    done = 0
+    for hint in _IPV6_HINT_RE.finditer(text):
+        if hint.start() < done:
+            continue
+        begin = hint.start()
+        while begin > 0 and text[begin - 1] in _HEX_COLON:
+            begin -= 1
+        found = _IPV6_RE.match(text, begin)
+        if found is None:
+            continue
+        done = found.end()
+        value = found.group().rstrip(".")
+        if begin > 0 and (text[begin - 1].isalnum() or text[begin - 1] in "_."):
+            continue
+        if value.count(":") < 2 or not any(char.isdigit() for char in value):
+            continue
+        try:
+            address = ipaddress.IPv6Address(value)
+        except ValueError:
+            continue
+        if not (address.is_loopback or address.is_unspecified):
+            spans.append((begin, begin + len(value), IP))
+
+
+def _apply(text: str, spans: list[Span]) -> str:
+    """Replace non-overlapping spans, earliest first; a span inside an earlier one is dropped."""
+    if not spans:
+        return text
+    spans.sort(key=lambda span: (span[0], -span[1]))
+    parts: list[str] = []
+    position = 0
+    for start, end, placeholder in spans:
+        if start < position:
+            if end <= position:
+                continue
+            start = position
+        parts.append(text[position:start])
+        parts.append(placeholder)
+        position = end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+# -- the scrubber --------------------------------------------------------------------------------
+
+# A value shorter than this made of word characters, dots, dashes and spaces can hold no token,
+# card or IBAN; only an IPv4 address or this machine's user or host name.
+_SHORT: Final = 13
+_SHORT_SAFE_RE: Final = re.compile(r"[A-Za-z0-9_. -]*")
+# Values this short that came out unchanged are remembered: model, tool and event names repeat.
+_CACHED: Final = 64
+_CACHE_LIMIT: Final = 4096
 
 
 class Scrubber:
@@ -178,66 +640,128 @@ class Scrubber:
         host_name: str | None = None,
         extra_rules: Iterable[Rule] = (),
     ) -> None:
-        rules: list[Rule] = []
-        # This machine's home folder first, in both slash styles: it may not live under /home.
-        for spelling in _home_spellings(home):
-            pattern = re.escape(spelling) + r"(?![A-Za-z0-9_.-])"
-            rules.append(Rule("this_home", pattern, _constant(HOME), (spelling,)))
-        rules.extend(_BASE_RULES)
-        rules.extend(extra_rules)
-        if user_name and len(user_name) >= 2 and user_name.lower() not in _PLACEHOLDER_WORDS:
-            pattern = rf"(?<![A-Za-z0-9]){re.escape(user_name)}(?![A-Za-z0-9])"
-            rules.append(Rule("user_name", pattern, _constant(USER), (user_name,)))
-        for name in _host_spellings(host_name):
-            pattern = rf"(?<![A-Za-z0-9.-]){re.escape(name)}(?![A-Za-z0-9-])"
-            rules.append(Rule("host_name", pattern, _constant(HOST), (name,)))
-        self._rules = [(rule, re.compile(rule.pattern)) for rule in rules]
-        self._triggers = tuple({t for rule in rules if not rule.ignore_case for t in rule.triggers})
-        self._folded_triggers = tuple(
-            {t.lower() for rule in rules if rule.ignore_case for t in rule.triggers}
+        self._home_res = [
+            re.compile(re.escape(spelling) + r"(?![A-Za-z0-9_.-])", re.IGNORECASE)
+            for spelling in _home_spellings(home)
+        ]
+        self._home_triggers = tuple(
+            spelling.lower().encode("ascii", "replace") for spelling in _home_spellings(home)
         )
+        self._words: list[tuple[str, re.Pattern[str], str]] = []
+        if user_name and len(user_name) >= 2 and user_name.lower() not in rules.SYSTEM_ACCOUNTS:
+            self._words.append((user_name.lower(), _word_re(user_name), USER))
+        for name in _host_spellings(host_name):
+            self._words.append((name.lower(), _word_re(name), HOST))
+        self._extra = [
+            (rule, re.compile(rule.pattern, re.IGNORECASE if rule.ignore_case else 0)) for rule in extra_rules
+        ]
+        self._clean_short: dict[str, None] = {}
 
     @classmethod
     def for_this_machine(cls) -> Scrubber:
-        """A scrubber that knows this machine's home folder and user name."""
+        """A scrubber that knows this machine's home folder, user name and host name."""
         return cls(
             home=os.path.expanduser("~"), user_name=_current_user_name(), host_name=_current_host_name()
         )
 
     def scrub_text(self, text: str) -> str:
-        if not self._may_contain_something(text):
+        """``text`` with every secret and personal detail replaced by a placeholder."""
+        if text in self._clean_short:
             return text
-        # Rules run one after another; each placeholder is left unchanged by the rules after it.
-        lowered: str | None = None
-        for rule, regex in self._rules:
-            if rule.ignore_case:
-                lowered = lowered if lowered is not None else text.lower()
-                hit = any(trigger in lowered for trigger in rule.triggers)
+        length = len(text)
+        if length < _SHORT and text.count(".") < 3 and _SHORT_SAFE_RE.fullmatch(text):
+            lowered = text.lower()
+            scrubbed = self._scrub(text) if any(word in lowered for word, _, _ in self._words) else text
+        else:
+            scrubbed = self._scrub(text)
+        if length < _CACHED and scrubbed == text:
+            if len(self._clean_short) >= _CACHE_LIMIT:
+                self._clean_short.clear()
+            self._clean_short[text] = None
+        return scrubbed
+
+    def _scrub(self, text: str) -> str:
+        # Pass 1: what a token's own shape gives away, before names and words are looked at.
+        spans: list[Span] = []
+        folded = text.encode("ascii", "replace")
+        if b"PRIVATE KEY" in folded or b"PuTTY-User-Key" in folded:
+            _private_key_spans(text, spans)
+        if b"://" in folded:
+            for found in _URL_CREDENTIALS_RE.finditer(text):
+                spans.append((found.start("cred"), found.end("cred"), CREDENTIALS))
+            for trigger, regex in _URL_RULES:
+                if trigger in text:
+                    spans.extend((found.start(), found.end(), SECRET) for found in regex.finditer(text))
+        if len(text) >= _MIN_SCAN:
+            _scan_spans(text, folded, spans)
+        if b"+" in folded:
+            _phone_spans(text, spans)
+        if b":" in folded:
+            _ipv6_spans(text, spans)
+        if spans:
+            text = _apply(text, spans)
+            folded = text.encode("ascii", "replace")
+
+        # Pass 2: secret names, auth schemes, e-mail addresses.
+        spans = []
+        lowered = folded.lower()
+        _assignment_spans(text, lowered, spans)
+        if b"bearer" in lowered or b"basic" in lowered or b"token" in lowered:
+            _bare_scheme_spans(text, lowered, spans)
+        if b"@" in folded:
+            _email_spans(text, spans)
+        if spans:
+            text = _apply(text, spans)
+            lowered = text.encode("ascii", "replace").lower()
+
+        # Pass 3: whose machine it is: home folders, the user's and the host's names.
+        spans = []
+        for spelling, regex in zip(self._home_triggers, self._home_res, strict=True):
+            if spelling in lowered:
+                spans.extend((found.start(), found.end(), HOME) for found in regex.finditer(text))
+        for folder in _HOME_TRIGGERS:
+            if folder in lowered:
+                _home_spans(text, lowered, folder, spans)
+        if b"~" in lowered:
+            for found in _TILDE_RE.finditer(text):
+                before = text[found.start() - 1 : found.start()]
+                if not (before and (before.isalnum() or before in "_~")):
+                    spans.append((found.start(), found.end(), HOME))
+        if spans:
+            text = _apply(text, spans)
+            lowered = text.encode("ascii", "replace").lower()
+        spans = []
+        unicode_lowered: str | None = None
+        for word, regex, placeholder in self._words:
+            if word.isascii():
+                present = word.encode() in lowered
             else:
-                hit = any(trigger in text for trigger in rule.triggers)
-            if hit:
+                unicode_lowered = unicode_lowered if unicode_lowered is not None else text.lower()
+                present = word in unicode_lowered
+            if present:
+                spans.extend((found.start(), found.end(), placeholder) for found in regex.finditer(text))
+        text = _apply(text, spans)
+
+        for rule, regex in self._extra:
+            folded_text = text.lower()
+            if any((t.lower() in folded_text) if rule.ignore_case else (t in text) for t in rule.triggers):
                 text = regex.sub(rule.replace, text)
-                lowered = None
         return text
 
-    def _may_contain_something(self, text: str) -> bool:
-        # Most values are short identifiers (a model, a tool name): a few substring tests, no regex.
-        for trigger in self._triggers:
-            if trigger in text:
-                return True
-        lowered = text.lower()
-        return any(trigger in lowered for trigger in self._folded_triggers)
 
-
-_PLACEHOLDER_WORDS: Final = frozenset(
-    {"home", "user", "host", "email", "secret", "token", "jwt", "credentials"}
-)
+def _word_re(word: str) -> re.Pattern[str]:
+    """The word on its own, any case: "Bob" and "BOB" for user bob, never "bobcat"."""
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])", re.IGNORECASE)
 
 
 def _home_spellings(home: str | None) -> list[str]:
     if not home or home in {"/", "~"} or len(home) < 2:
         return []
-    spellings = {home.rstrip("/\\"), home.rstrip("/\\").replace("\\", "/")}
+    spellings = {
+        home.rstrip("/\\"),
+        home.rstrip("/\\").replace("\\", "/"),
+        home.rstrip("/\\").replace("\\", "\\\\"),
+    }
     return sorted(spellings, key=len, reverse=True)
 
 
@@ -247,7 +771,7 @@ def _host_spellings(host_name: str | None) -> list[str]:
         return []
     names = {host_name, host_name.split(".")[0]}
     return sorted(
-        (n for n in names if len(n) >= 2 and n.lower() not in _PLACEHOLDER_WORDS), key=len, reverse=True
+        (n for n in names if len(n) >= 2 and n.lower() not in rules.SYSTEM_ACCOUNTS), key=len, reverse=True
     )
 
 

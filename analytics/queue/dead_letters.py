@@ -34,7 +34,7 @@ class DeadLetter:
 
 class DeadLetterStore:
     def __init__(self, directory: Path) -> None:
-        self._queue = DiskQueue(directory)
+        self._queue = DiskQueue(directory, put_timeout=2.0)  # off the app's path: it may wait
 
     def add(self, record: bytes, *, reason: str, status: int | None, now: float | None = None) -> None:
         header = {"reason": reason, "status": status, "dead_at": now if now is not None else time.time()}

@@ -20,6 +20,7 @@ survives the process being killed at any instant; only a power cut may lose the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -32,6 +33,7 @@ from typing import Any, Final
 
 import diskcache
 
+from analytics.forksafe import sqlite_section
 from analytics.state import make_private_dir, precreate_private_file
 
 DB_NAME: Final = "cache.db"
@@ -118,6 +120,20 @@ LARGE_CHUNK: Final = 500
 _BUSY_POLL_SECONDS: Final = 0.00005
 
 PAGE_SIZE: Final = 4096
+# How long an append waits for SQLite's write lock before the record goes to the memory buffer
+# instead (SPEC 5: the app never waits on another process's lock for more than a few milliseconds).
+PUT_WAIT_SECONDS: Final = 0.01
+
+_HAS_CACHE_TABLE: Final = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'Cache'"
+_COUNT: Final = "SELECT value FROM Settings WHERE key = 'count'"
+
+
+class StoreBusy(sqlite3.OperationalError):
+    """Another connection held SQLite's write lock for longer than this caller may wait."""
+
+
+class DamagedStore(sqlite3.DatabaseError):
+    """The database file is damaged in a way SQLite itself would not notice (and would paper over)."""
 
 
 def _create_database(path: Path) -> None:
@@ -127,10 +143,16 @@ def _create_database(path: Path) -> None:
     one page; 8 KiB pages measured 3 µs slower per append. Incremental auto-vacuum: free pages are
     given back by checkpoint(), off the app's path, not inside every delete. (An existing file keeps
     the settings it was made with.)
+
+    An empty database file beside a non-empty write-ahead log is damage (the file was truncated):
+    SQLite would treat it as a new database and throw the log, and the events in it, away.
     """
     precreate_private_file(path)
     if path.stat().st_size:
         return
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        raise DamagedStore(f"{path.name} is empty but its write-ahead log holds {wal.stat().st_size} bytes")
     con = sqlite3.connect(path, isolation_level=None)
     try:
         con.execute(f"PRAGMA page_size = {PAGE_SIZE}")
@@ -141,29 +163,50 @@ def _create_database(path: Path) -> None:
 
 
 class DiskQueue:
-    """An append-only queue of encoded messages, safe across threads and processes."""
+    """An append-only queue of encoded messages, safe across threads, processes and forks.
 
-    def __init__(self, directory: Path, *, timeout: float = 2.0) -> None:
+    Every SQLite call runs inside :data:`~analytics.forksafe.sqlite_section`, so a fork never
+    happens while one of our threads is inside SQLite (see :mod:`analytics.forksafe`).
+    """
+
+    def __init__(
+        self, directory: Path, *, timeout: float = 2.0, put_timeout: float = PUT_WAIT_SECONDS
+    ) -> None:
         self.directory = directory
         self._timeout = timeout
-        make_private_dir(directory)
-        _create_database(directory / DB_NAME)
-        self._cache = diskcache.Cache(
-            str(directory),
-            timeout=timeout,
-            eviction_policy="none",  # we drop by our own bounds, and count every drop
-            cull_limit=0,  # no expiry scan on every write
-            statistics=False,
-            size_limit=2**62,
-        )
+        self._put_timeout = put_timeout
         self._local = threading.local()
         self._last_key = 0
-        # Touch the table now, so a damaged file is found at open rather than on the first emit.
-        len(self._cache)
+        self._cache_object: diskcache.Cache | None = None
+        make_private_dir(directory)
+        with sqlite_section:
+            _create_database(directory / DB_NAME)
+            # diskcache writes its settings on every open, retrying a locked database for 60 s;
+            # so it is asked only to create the schema, which happens once per queue.
+            self.created = not self._execute(_HAS_CACHE_TABLE).fetchone()[0]
+            if self.created:
+                self._cache.close()
+            # Touch the table now, so a damaged file is found at open rather than on the first emit.
+            len(self)
 
     @property
     def db_path(self) -> Path:
         return self.directory / DB_NAME
+
+    @property
+    def _cache(self) -> diskcache.Cache:
+        """diskcache's own view of the folder: creates the schema, and reads or removes the rare
+        record it kept in a file of its own."""
+        if self._cache_object is None:
+            self._cache_object = diskcache.Cache(
+                str(self.directory),
+                timeout=self._timeout,
+                eviction_policy="none",  # we drop by our own bounds, and count every drop
+                cull_limit=0,  # no expiry scan on every write
+                statistics=False,
+                size_limit=2**62,
+            )
+        return self._cache_object
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection (a forked child opens its own, as diskcache does)."""
@@ -178,32 +221,74 @@ class DiskQueue:
             local.con, local.pid = con, os.getpid()
         return con
 
-    def _execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
-        """Run one statement, waiting for the write lock in short steps, up to the timeout."""
-        con = self._connection()
+    def _execute(self, sql: str, params: Any = (), *, timeout: float | None = None) -> sqlite3.Cursor:
+        """Run one statement, waiting for the write lock in short steps, up to the timeout.
+
+        The wait happens outside the fork gate (unless a transaction holds it), so a fork never
+        waits for another process's lock.
+        """
+        limit = self._timeout if timeout is None else timeout
         deadline = 0.0
         while True:
+            with sqlite_section:
+                try:
+                    return self._connection().execute(sql, params)
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    busy = exc
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + limit
+            if now >= deadline:
+                raise StoreBusy(f"the queue was locked by another writer for {limit:.3f} s") from busy
+            time.sleep(_BUSY_POLL_SECONDS)
+
+    @contextlib.contextmanager
+    def _transaction(self, *, timeout: float | None = None) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error, inside the fork gate throughout."""
+        limit = self._timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            sqlite_section.__enter__()
             try:
-                return con.execute(sql, params)
+                self._connection().execute("BEGIN IMMEDIATE")
+                break
             except sqlite3.OperationalError as exc:
+                sqlite_section.__exit__(None, None, None)
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
-                now = time.monotonic()
-                if not deadline:
-                    deadline = now + self._timeout
-                elif now > deadline:
-                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(f"the queue was locked by another writer for {limit:.3f} s") from exc
                 time.sleep(_BUSY_POLL_SECONDS)
+            except BaseException:
+                sqlite_section.__exit__(None, None, None)
+                raise
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection().execute("ROLLBACK")
+            raise
+        else:
+            self._connection().execute("COMMIT")
+        finally:
+            sqlite_section.__exit__(None, None, None)
 
     # -- writing -------------------------------------------------------------------------------
 
     def put(self, record: bytes) -> int:
-        """Append one record, committed when this returns; returns its key."""
-        stored = pack(record)
+        """Append one record, committed when this returns; returns its key.
+
+        Raises :class:`StoreBusy` when another writer holds the lock for more than ``put_timeout``.
+        """
+        return self._insert(pack(record), self._put_timeout)
+
+    def _insert(self, stored: bytes, timeout: float) -> int:
         key = max(self._last_key + 1, int(time.time() * 1_000_000))
         for _ in range(1000):
             try:
-                self._execute(_INSERT, (key, stored))
+                self._execute(_INSERT, (key, stored), timeout=timeout)
             except sqlite3.IntegrityError:
                 key += 1  # another process (or thread) took this microsecond
                 continue
@@ -211,16 +296,17 @@ class DiskQueue:
             return key
         raise sqlite3.IntegrityError("no free queue key after 1000 tries")
 
-    def put_many(self, records: Iterable[bytes]) -> None:
+    def put_many(self, records: Iterable[bytes], *, timeout: float | None = None) -> None:
         """Append records in one transaction."""
-        self._execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(timeout=self._put_timeout if timeout is None else timeout):
             for record in records:
-                self.put(record)
-        except BaseException:
-            self._execute("ROLLBACK")
-            raise
-        self._execute("COMMIT")
+                self._insert(pack(record), self._timeout)
+
+    def put_stored(self, stored: Iterable[bytes]) -> None:
+        """Append records already in their stored form (read back from a damaged queue)."""
+        with self._transaction():
+            for record in stored:
+                self._insert(record, self._timeout)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -237,36 +323,43 @@ class DiskQueue:
         return self._rows(_NEWEST, count)[::-1]
 
     def _rows(self, query: str, limit: int, yield_every: int = 0) -> list[tuple[int, bytes]]:
-        rows = self._execute(query, (limit,)).fetchall()
+        with sqlite_section:
+            rows = self._execute(query, (limit,)).fetchall()
         batch: list[tuple[int, bytes]] = []
         for index, (key, mode, value) in enumerate(rows):
             if yield_every and index % yield_every == yield_every - 1:
                 time.sleep(0)  # releases the GIL: see peek()
             if mode != _MODE_RAW or value is None:
-                value = self._cache.get(key)  # a large record diskcache stored in a file
+                value = self._file_value(key)  # a large record diskcache stored in a file
                 if value is None:
                     continue
             batch.append((key, unpack(bytes(value))))
         return batch
 
+    def _file_value(self, key: int) -> Any:
+        with sqlite_section:
+            return self._cache.get(key)
+
     def keys(self, limit: int | None = None) -> list[int]:
         """The first ``limit`` keys, oldest first."""
         query = "SELECT key FROM Cache WHERE raw = 1 ORDER BY key" + (" LIMIT ?" if limit is not None else "")
         params: tuple[Any, ...] = (limit,) if limit is not None else ()
-        return [key for (key,) in self._execute(query, params).fetchall()]
+        with sqlite_section:
+            return [key for (key,) in self._execute(query, params).fetchall()]
 
     def iter_all(self) -> Iterator[tuple[int, bytes]]:
         after = -1
         while True:
-            rows = self._execute(
-                "SELECT key, mode, value FROM Cache WHERE raw = 1 AND key > ? ORDER BY key LIMIT 1000",
-                (after,),
-            ).fetchall()
+            with sqlite_section:
+                rows = self._execute(
+                    "SELECT key, mode, value FROM Cache WHERE raw = 1 AND key > ? ORDER BY key LIMIT 1000",
+                    (after,),
+                ).fetchall()
             if not rows:
                 return
             for key, mode, value in rows:
                 if mode != _MODE_RAW or value is None:
-                    value = self._cache.get(key)
+                    value = self._file_value(key)
                 if value is not None:
                     yield key, unpack(bytes(value))
             after = rows[-1][0]
@@ -284,8 +377,7 @@ class DiskQueue:
         for start in range(0, len(keys), chunk):
             part = keys[start : start + chunk]
             marks = ",".join("?" * len(part))
-            self._execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 files = self._execute(
                     f"SELECT filename FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN ({marks})",
                     part,
@@ -293,10 +385,6 @@ class DiskQueue:
                 removed += self._execute(
                     f"DELETE FROM Cache WHERE raw = 1 AND key IN ({marks})", part
                 ).rowcount
-            except BaseException:
-                self._execute("ROLLBACK")
-                raise
-            self._execute("COMMIT")
             for (filename,) in files:
                 self._cache.disk.remove(filename)
         return removed
@@ -308,10 +396,11 @@ class DiskQueue:
     def checkpoint(self) -> None:
         """Give free pages back to the file system, then move the write-ahead log into the database
         without waiting on readers or writers."""
-        free_pages = self._execute("PRAGMA freelist_count").fetchone()[0]
-        if free_pages > 256:  # a vacuum takes the write lock: only when there is 1 MiB to give back
-            self._execute("PRAGMA incremental_vacuum").fetchall()
-        self._execute("PRAGMA wal_checkpoint(PASSIVE)")
+        with sqlite_section:
+            free_pages = self._execute("PRAGMA freelist_count").fetchone()[0]
+            if free_pages > 256:  # a vacuum takes the write lock: only when there is 1 MiB to give back
+                self._execute("PRAGMA incremental_vacuum").fetchall()
+            self._execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def wal_bytes(self) -> int:
         try:
@@ -322,17 +411,27 @@ class DiskQueue:
     # -- sizes ---------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._cache)
+        # diskcache's triggers keep the count in Settings: no table scan.
+        with sqlite_section:
+            row = self._execute(_COUNT).fetchone()
+        return int(row[0]) if row else 0
 
     def volume(self) -> int:
         """Bytes the queue's records occupy on disk: pages in use (free pages, which the next
         incremental vacuum gives back, are not counted) plus any record diskcache kept in a file."""
-        page_count = self._execute("PRAGMA page_count").fetchone()[0]
-        free_pages = self._execute("PRAGMA freelist_count").fetchone()[0]
-        page_size = self._execute("PRAGMA page_size").fetchone()[0]
-        # diskcache's triggers keep the total size of file-stored values in Settings (no table scan).
-        files = self._execute("SELECT value FROM Settings WHERE key = 'size'").fetchone()[0]
+        with sqlite_section:
+            page_count = self._execute("PRAGMA page_count").fetchone()[0]
+            free_pages = self._execute("PRAGMA freelist_count").fetchone()[0]
+            page_size = self._execute("PRAGMA page_size").fetchone()[0]
+            # diskcache's triggers keep the total size of file-stored values in Settings (no table scan).
+            files = self._execute("SELECT value FROM Settings WHERE key = 'size'").fetchone()[0]
         return int((page_count - free_pages) * page_size + files)
+
+    def integrity(self) -> str:
+        """SQLite's own check of every page: "ok", or what is wrong (reads the whole file)."""
+        with sqlite_section:
+            rows = self._execute("PRAGMA quick_check(5)").fetchall()
+        return "; ".join(str(row[0]) for row in rows)
 
     def oldest_timestamp(self) -> float | None:
         """Emit time (epoch seconds) of the oldest record, or None when empty."""
@@ -341,11 +440,13 @@ class DiskQueue:
         return None
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None and self._local.pid == os.getpid():
-            con.close()
-        self._local = threading.local()
-        self._cache.close()
+        with sqlite_section:
+            con = getattr(self._local, "con", None)
+            if con is not None and self._local.pid == os.getpid():
+                con.close()
+            self._local = threading.local()
+            if self._cache_object is not None:
+                self._cache_object.close()
 
 
 _TIMESTAMP_KEY: Final = b'"timestamp":"'

@@ -25,7 +25,8 @@ class GroupCommitter(Generic[Item]):
         self._commit = commit
         self._window = window_seconds
         self._pending: deque[Item] = deque()
-        self._commit_lock = threading.Lock()
+        # Re-entrant: a signal handler that shuts down while this thread commits must not deadlock.
+        self._commit_lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,7 +97,7 @@ def _forget_in_child(committer: GroupCommitter[Any]) -> None:
         if target is not None:
             target._pending = deque()
             target._thread = None
-            target._commit_lock = threading.Lock()
+            target._commit_lock = threading.RLock()
             target._wake = threading.Event()
 
     if hasattr(os, "register_at_fork"):

@@ -1,7 +1,9 @@
 """MetaStore: the queue's bookkeeping (drop counts by reason, delivery facts) beside the queue.
 
 Kept in its own diskcache folder so the queue holds nothing but events. When the disk cannot be
-used, counts are kept in memory and written out once it can.
+used, counts are kept in memory and written out once it can. Nothing here waits on another
+process: the store opens in the background (:mod:`analytics.queue.bounded_open`), and a write that
+finds the store locked leaves its count pending for the next one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any, Final
 
 import diskcache
 
+from analytics.forksafe import sqlite_section
+from analytics.queue.bounded_open import OPEN_WAIT_SECONDS, BoundedOpen
 from analytics.queue.disk import DB_NAME, STORE_ERRORS
 from analytics.state import make_private_dir, precreate_private_file
 
@@ -31,29 +35,52 @@ DROP_REASONS: Final = (
     "unknown_event",  # name not in the catalog
     "full_content_disabled",  # a full-content event while full content is off
     "disk_unavailable",  # disk unusable and the memory fallback full
-    "queue_corrupted",  # a damaged queue file was set aside (its content kept, not read)
+    "queue_corrupted",  # events a damaged queue file lost (what it still held was read back)
+    "internal_error",  # a bug of ours stopped an accepted event on its way to the queue
     "purged",  # deleted on purpose by `analytics queue purge`
 )
+# SQLite's busy timeout for every operation: a locked store is retried later, never waited for.
+LOCK_WAIT_SECONDS: Final = 0.01
 
 
 class MetaStore:
     """Counters and small facts, persisted when possible."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, *, open_budget: float = OPEN_WAIT_SECONDS) -> None:
+        self._open_budget = open_budget
         self._pending: Counter[str] = Counter()
         self._facts: dict[str, Any] = {}
+        self._unwritten_facts: dict[str, Any] = {}
+        self._opening: BoundedOpen[Any] | None = None
         self._cache: Any = None
         if directory is not None:
             self._open(directory)
 
     def _open(self, directory: Path) -> None:
-        try:
+        def open_store() -> Any:
             make_private_dir(directory)
             precreate_private_file(directory / DB_NAME)
-            self._cache = diskcache.Cache(str(directory), timeout=2.0, eviction_policy="none", cull_limit=0)
-        except STORE_ERRORS as exc:
-            logger.warning("telemetry counters kept in memory: %s", exc)
-            self._cache = None
+            return diskcache.Cache(
+                str(directory), timeout=LOCK_WAIT_SECONDS, eviction_policy="none", cull_limit=0
+            )
+
+        self._opening = BoundedOpen(open_store, "meta", self._open_budget)
+        self._store()
+
+    def _store(self) -> Any:
+        """The open store, or None (still opening, or unusable: counts wait in memory)."""
+        opening = self._opening
+        if self._cache is None and opening is not None and opening.ready:
+            self._opening = None
+            self._cache = opening.result()
+            if opening.error is not None:
+                logger.warning("telemetry counters kept in memory: %s", opening.error)
+        return self._cache
+
+    def wait_open(self, seconds: float) -> None:
+        """Give a store still opening up to ``seconds`` (only off the app's usual path)."""
+        if self._opening is not None:
+            self._opening.wait(seconds)
 
     def count_drop(self, reason: str, count: int = 1) -> None:
         if count <= 0:
@@ -62,41 +89,63 @@ class MetaStore:
         self._write_pending()
 
     def _write_pending(self) -> None:
-        if self._cache is None or not self._pending:
+        cache = self._store()
+        if cache is None:
             return
+        for key, value in list(self._unwritten_facts.items()):
+            try:
+                with sqlite_section:
+                    cache.set("fact." + key, value)
+            except STORE_ERRORS as exc:
+                logger.debug("fact %s kept in memory: %s", key, exc)
+                break
+            if self._unwritten_facts.get(key) is value:
+                del self._unwritten_facts[key]
+        if not self._pending:
+            return
+        pending = dict(self._pending)
         try:
-            with self._cache.transact():
-                for reason, count in self._pending.items():
-                    self._cache.incr(DROP_PREFIX + reason, count)
-            self._pending.clear()
+            with sqlite_section, cache.transact():
+                for reason, count in pending.items():
+                    cache.incr(DROP_PREFIX + reason, count)
         except STORE_ERRORS as exc:
             logger.debug("drop counts not written yet: %s", exc)
+            return
+        self._pending.subtract(pending)
+        self._pending = +self._pending  # keeps only what arrived meanwhile
 
     def drops(self) -> dict[str, int]:
         """Drop counts by reason: what is on disk plus what is waiting to be written."""
         counts: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
-        if self._cache is not None:
+        self._write_pending()
+        cache = self._store()
+        if cache is not None:
+            stored: Counter[str] = Counter()
             try:
-                for key in self._cache.iterkeys():
-                    if isinstance(key, str) and key.startswith(DROP_PREFIX):
-                        counts[key.removeprefix(DROP_PREFIX)] += int(self._cache.get(key, 0))
+                with sqlite_section:
+                    for key in cache.iterkeys():
+                        if isinstance(key, str) and key.startswith(DROP_PREFIX):
+                            stored[key.removeprefix(DROP_PREFIX)] += int(cache.get(key, 0))
             except STORE_ERRORS as exc:
                 logger.debug("drop counts unreadable: %s", exc)
+            else:
+                counts.update(stored)
         counts.update(self._pending)
         return dict(counts)
 
     def set_fact(self, key: str, value: Any) -> None:
         self._facts[key] = value
-        if self._cache is not None:
-            try:
-                self._cache.set("fact." + key, value)
-            except STORE_ERRORS as exc:
-                logger.debug("fact %s kept in memory: %s", key, exc)
+        self._unwritten_facts[key] = value
+        self._write_pending()
 
     def fact(self, key: str, default: Any = None) -> Any:
-        if self._cache is not None:
+        if key in self._unwritten_facts:
+            return self._unwritten_facts[key]
+        cache = self._store()
+        if cache is not None:
             try:
-                return self._cache.get("fact." + key, self._facts.get(key, default))
+                with sqlite_section:
+                    return cache.get("fact." + key, self._facts.get(key, default))
             except STORE_ERRORS:
                 pass
         return self._facts.get(key, default)
@@ -107,7 +156,10 @@ class MetaStore:
         self._write_pending()
 
     def close(self) -> None:
-        if self._cache is not None:
-            with contextlib.suppress(*STORE_ERRORS):
-                self._cache.close()
-            self._cache = None
+        if self._opening is not None and (self._pending or self._unwritten_facts):
+            self._opening.wait(0.5)  # counts still waiting for the store: give it a moment
+        self._write_pending()
+        cache, self._cache, self._opening = self._store(), None, None
+        if cache is not None:
+            with contextlib.suppress(*STORE_ERRORS), sqlite_section:
+                cache.close()

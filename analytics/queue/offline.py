@@ -1,13 +1,19 @@
 """OfflineQueue: the DiskQueue with its bounds and its safety nets.
 
 - Bounds (events, bytes, age): the oldest go first, and every one is counted by reason.
-- A damaged queue file is set aside (renamed, never deleted) and a fresh queue started.
-- A queue that cannot be written (read-only folder, full disk, a lock held too long) falls back to
-  a bounded memory buffer, which is written to disk as soon as the disk works again.
+- A damaged queue file is set aside and a fresh queue started at once; later, off the app's path
+  (:meth:`OfflineQueue.maintain`), what the damaged file still holds is read back into the queue
+  and what it lost is counted, by event (``queue_corrupted``).
+- A queue that cannot be written (read-only folder, full disk, another process holding the write
+  lock for more than a few milliseconds) puts the record in a bounded memory buffer, which is
+  written to disk as soon as the disk works again and can be delivered from memory meanwhile.
+  Whatever is still only in memory when the queue closes is counted (``disk_unavailable``).
 - A state folder deleted under a running app is noticed, recreated, and what the old (unlinked)
   database still held is copied into the new one.
+- A forked child keeps no copy of its parent's memory buffer (the parent delivers it), and does
+  not touch SQLite at all if the fork caught one of our threads inside it.
 
-``put`` never raises for any of these: the host app must not notice.
+``put`` never raises for any of these, and never waits long: the host app must not notice.
 """
 
 from __future__ import annotations
@@ -21,11 +27,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
-from analytics.queue.disk import SMALL_CHUNK, STORE_ERRORS, DiskQueue, record_timestamp
+import orjson
+
+from analytics.forksafe import after_fork_in_child, sqlite_is_safe
+from analytics.queue.disk import (
+    PUT_WAIT_SECONDS,
+    SMALL_CHUNK,
+    STORE_ERRORS,
+    DiskQueue,
+    StoreBusy,
+    record_timestamp,
+    unpack,
+)
 from analytics.queue.meta import MetaStore
-from analytics.state import StateFolder
+from analytics.queue.salvage import salvage
+from analytics.state import DISKCACHE_FILES, StateFolder, purge_folder
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +52,8 @@ logger = logging.getLogger(__name__)
 MAX_PUTS_BETWEEN_CHECKS: Final = 256
 DROP_CHUNK: Final = 500
 WAL_CHECKPOINT_BYTES: Final = 8 * 1024 * 1024
+# Memory records written back to disk at a time, on an app's put (the uploader writes the rest).
+DRAIN_ON_PUT: Final = 100
 
 
 @dataclass(frozen=True)
@@ -49,6 +70,8 @@ class QueueStats:
     oldest_age_seconds: float | None
     storage: str  # "disk", or "memory" while the disk cannot be used
     drops: dict[str, int]
+    in_memory: int = 0  # records only in the memory buffer (lost if the process ends now)
+    problems: tuple[str, ...] = ()  # what is wrong with the queue, for status and doctor
 
 
 class OfflineQueue:
@@ -75,27 +98,46 @@ class OfflineQueue:
         self._lock = threading.RLock()
         self._memory: deque[tuple[int, bytes]] = deque()
         self._memory_key = 0
+        self._in_flight: set[int] = set()  # memory keys peeked for a send not yet acknowledged
         self._puts_until_check = 0
         self._bytes_until_check = 0
         self._next_health = 0.0
         self._next_retry = 0.0
         self._identity: tuple[int, int] | None = None
-        self.meta = MetaStore(state.meta_dir if self._ensure_folder() else None)
-        self._disk: DiskQueue | None = self._open_disk()
+        self._disk_problem: str | None = None
+        usable = sqlite_is_safe() and self._ensure_folder()
+        self.meta = MetaStore(state.meta_dir if usable else None)
+        self._damaged: list[Path] = state.damaged_queues() if usable else []
+        self._disk: DiskQueue | None = self._open_disk() if usable else None
         if self._disk is not None:
             self.enforce_bounds()
+        after_fork_in_child(self, OfflineQueue._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
+        # The parent still holds (and will deliver) what its memory buffer held.
+        self._memory = deque()
+        self._in_flight = set()
+        if not sqlite_is_safe():
+            self._disk = None
+            self._next_retry = float("inf")
+            self._disk_problem = "forked while SQLite was in use: this process keeps events in memory"
 
     # -- appending -----------------------------------------------------------------------------
 
     def put(self, record: bytes) -> None:
-        """Append one encoded message. Never raises."""
+        """Append one encoded message. Never raises, never waits more than a few milliseconds."""
         # Two tries: a damaged file is replaced by _disk_failed, and the second try writes to that.
         for _ in range(2):
             disk = self._usable_disk()
             if disk is None:
                 break
             try:
+                if self._memory:
+                    self._drain_memory(disk, DRAIN_ON_PUT)
                 disk.put(record)
+            except StoreBusy:
+                break  # another writer holds the lock: keep it in memory, write it back later
             except STORE_ERRORS as exc:
                 self._disk_failed(disk, exc)
                 continue
@@ -109,6 +151,8 @@ class OfflineQueue:
         if disk is not None:
             try:
                 disk.put_many(records)
+            except StoreBusy:
+                pass
             except STORE_ERRORS as exc:
                 self._disk_failed(disk, exc)
             else:
@@ -130,8 +174,22 @@ class OfflineQueue:
             self._memory_key -= 1
             self._memory.append((self._memory_key, record))
             if len(self._memory) > self._memory_limit:
-                self._memory.popleft()
+                key, _record = self._memory.popleft()
+                self._in_flight.discard(key)
                 self.meta.count_drop("disk_unavailable")
+
+    def _drain_memory(self, disk: DiskQueue, limit: int, timeout: float = PUT_WAIT_SECONDS) -> None:
+        """Write up to ``limit`` memory records to disk, oldest first (not those being sent now).
+
+        Raises what the disk raises; the records stay in memory then.
+        """
+        with self._lock:
+            moving = [item for item in self._memory if item[0] not in self._in_flight][:limit]
+            if not moving:
+                return
+            disk.put_many((record for _key, record in moving), timeout=timeout)
+            gone = {key for key, _record in moving}
+            self._memory = deque(item for item in self._memory if item[0] not in gone)
 
     def _usable_disk(self) -> DiskQueue | None:
         now = time.monotonic()
@@ -144,8 +202,8 @@ class OfflineQueue:
                     self._next_retry = now + self._retry_interval
                     self._disk = self._open_disk()
                     if self._disk is not None:
+                        # The memory buffer goes back to disk a little at a time (put, maintain).
                         self.meta.reopen(self._state.meta_dir)
-                        self._move_memory_to_disk(self._disk)
                 return self._disk
         if now >= self._next_health:
             self._next_health = now + self._health_interval
@@ -154,19 +212,23 @@ class OfflineQueue:
 
     # -- reading and acknowledging -------------------------------------------------------------
 
-    def peek(self, limit: int, *, yield_every: int = 0) -> list[tuple[int, bytes]]:
-        """The oldest ``limit`` records, left in place (disk first, then any held in memory)."""
+    def peek(self, limit: int, *, yield_every: int = 0, memory_only: bool = False) -> list[tuple[int, bytes]]:
+        """The oldest ``limit`` records, left in place (disk first, then any held in memory).
+
+        ``memory_only``: just this process's memory buffer, which needs no upload lease (no other
+        process can see it), for when the lease itself cannot be taken (an unusable folder).
+        """
         batch: list[tuple[int, bytes]] = []
-        disk = self._usable_disk()
+        disk = None if memory_only else self._usable_disk()
         if disk is not None:
             try:
                 batch = disk.peek(limit, yield_every=yield_every)
             except STORE_ERRORS as exc:
                 self._disk_failed(disk, exc)
-        if len(batch) < limit:
-            with self._lock:
-                batch.extend(list(self._memory)[: limit - len(batch)])
-        return batch
+        with self._lock:
+            from_memory = list(self._memory)[: max(0, limit - len(batch))]
+            self._in_flight = {key for key, _record in from_memory}
+        return batch + from_memory
 
     def ack(self, keys: Iterable[int], *, chunk: int = SMALL_CHUNK) -> int:
         """Remove delivered records. Disk keys are positive, memory keys negative."""
@@ -178,11 +240,44 @@ class OfflineQueue:
                 kept = deque(item for item in self._memory if item[0] not in memory_keys)
                 removed += len(self._memory) - len(kept)
                 self._memory = kept
+                self._in_flight -= memory_keys
         disk_keys = [key for key in keys if key >= 0]
         disk = self._disk
         if disk_keys and disk is not None:
-            removed += disk.ack(disk_keys, chunk=chunk)
+            try:
+                removed += disk.ack(disk_keys, chunk=chunk)
+            except STORE_ERRORS as exc:
+                # A damaged file is set aside here too; what it still holds, these records
+                # included, is read back later (they may then be sent twice: PostHog keeps one
+                # event per uuid). Left as it was, it would resend the same batch forever.
+                self._disk_failed(disk, exc)
         return removed
+
+    def maintain(self) -> None:
+        """Background upkeep (the uploader's thread, or flush()): read back damaged queues, write
+        the memory buffer to disk, remember the depth. Never raises."""
+        disk = self._usable_disk()
+        if disk is None:
+            return
+        while self._damaged:
+            self._read_back(self._damaged.pop(0))
+        try:
+            while self._memory and len(self._memory) > len(self._in_flight):
+                before = len(self._memory)
+                self._drain_memory(disk, 500, timeout=1.0)
+                if len(self._memory) == before:
+                    break
+        except STORE_ERRORS as exc:
+            logger.debug("memory buffer stays in memory: %s", exc)
+        self._remember_depth()
+
+    def _remember_depth(self) -> None:
+        """Keep the queue's depth beside it: if the queue file is later lost whole, this is how
+        many events went with it (counted, not guessed at zero)."""
+        disk = self._disk
+        if disk is not None:
+            with contextlib.suppress(*STORE_ERRORS):
+                self.meta.set_fact("queue_depth", len(disk))
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database (called from the uploader's thread)."""
@@ -220,7 +315,25 @@ class OfflineQueue:
             oldest_age_seconds=age,
             storage="disk" if self._disk is not None else "memory",
             drops=self.meta.drops(),
+            in_memory=len(self._memory),
+            problems=tuple(self.problems()),
         )
+
+    def problems(self) -> list[str]:
+        """What is wrong with the queue right now, in words for ``status`` and ``doctor``."""
+        found = []
+        if self._disk is None:
+            why = self._disk_problem or "the state folder cannot be written"
+            found.append(f"queue not on disk ({why}): {len(self._memory)} events held in memory only")
+        if self._damaged:
+            found.append(f"{len(self._damaged)} damaged queue file(s) set aside, not yet read back")
+        damage = self.meta.fact("last_damage")
+        if isinstance(damage, dict) and damage.get("lost"):
+            found.append(
+                f"the queue file was damaged: {damage.get('recovered', 0)} events recovered, "
+                f"{damage['lost']} lost (counted as queue_corrupted)"
+            )
+        return found
 
     # -- bounds --------------------------------------------------------------------------------
 
@@ -297,32 +410,78 @@ class OfflineQueue:
         if not self._ensure_folder():
             return None
         disk: DiskQueue | None
+        emptied = False
         try:
             disk = DiskQueue(self._state.queue_dir)
+            emptied = disk.created
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):
+                self._disk_problem = str(exc)
                 logger.warning("telemetry queue unusable, events kept in memory: %s", exc)
                 return None
-            disk = self._replace_corrupt(exc)
+            disk = self._replace_corrupt(exc)  # read back and counted later, by _read_back
         except STORE_ERRORS as exc:
+            self._disk_problem = str(exc)
             logger.warning("telemetry queue unusable, events kept in memory: %s", exc)
             return None
         if disk is not None:
+            self._disk_problem = None
             self._identity = _file_identity(disk)
             self._next_health = time.monotonic() + self._health_interval
+            if emptied:
+                self._lost_while_closed()
         return disk
 
+    def _lost_while_closed(self) -> None:
+        """A new, empty queue where the depth remembered beside it says events were waiting: the
+        queue file was emptied or removed while no app had it open. Count what went with it."""
+        self.meta.wait_open(0.5)
+        remembered = self.meta.fact("queue_depth")
+        if isinstance(remembered, int) and remembered > 0:
+            logger.warning("telemetry queue was emptied or removed while closed: %d events lost", remembered)
+            self.meta.count_drop("queue_corrupted", remembered)
+            self.meta.set_fact("last_damage", {"at": self._clock(), "recovered": 0, "lost": remembered})
+            self.meta.set_fact("queue_depth", 0)
+
     def _replace_corrupt(self, exc: Exception) -> DiskQueue | None:
-        """Set the damaged queue aside (kept for forensics) and start an empty one."""
+        """Set the damaged queue aside and start an empty one; :meth:`maintain` reads it back."""
         aside = self._state.queue_dir.with_name(f"queue.corrupt-{int(self._clock())}-{os.getpid()}")
-        logger.warning("telemetry queue damaged (%s); moved to %s", exc, aside.name)
+        logger.warning("telemetry queue damaged (%s); moved to %s to be read back", exc, aside.name)
         try:
             os.replace(self._state.queue_dir, aside)
-            self.meta.count_drop("queue_corrupted")
+            self._damaged.append(aside)
             return DiskQueue(self._state.queue_dir)
         except STORE_ERRORS as exc2:
+            self._disk_problem = f"damaged and could not be replaced: {exc2}"
             logger.warning("telemetry queue could not be replaced, events kept in memory: %s", exc2)
             return None
+
+    def _read_back(self, aside: Path) -> None:
+        """Move what a damaged queue still holds into the queue; count what it lost, by event."""
+        found = salvage(aside / "cache.db")
+        # A record read from a damaged page may itself be damaged: only whole messages go back.
+        records = [stored for stored in found.records if _is_message(unpack(stored))]
+        known = found.known_count
+        if known is None:
+            # The file could not even say how many it held: the depth remembered beside it can.
+            remembered = self.meta.fact("queue_depth")
+            known = remembered if isinstance(remembered, int) else len(records)
+        lost = max(0, known - len(records))
+        disk = self._disk
+        if disk is None:
+            self._damaged.insert(0, aside)
+            return
+        try:
+            for start in range(0, len(records), 500):
+                disk.put_stored(records[start : start + 500])
+        except STORE_ERRORS as exc:
+            logger.warning("damaged queue not read back yet: %s", exc)
+            self._damaged.insert(0, aside)
+            return
+        self.meta.count_drop("queue_corrupted", lost)
+        self.meta.set_fact("last_damage", {"at": self._clock(), "recovered": len(records), "lost": lost})
+        logger.warning("telemetry queue damage: %d events recovered, %d lost (counted)", len(records), lost)
+        purge_folder(aside, DISKCACHE_FILES)
 
     def _disk_failed(self, disk: DiskQueue, exc: Exception) -> None:
         with self._lock:
@@ -335,6 +494,7 @@ class OfflineQueue:
             else:
                 _close_quietly(disk)
                 self._disk = None
+                self._disk_problem = f"{type(exc).__name__}: {exc}"
                 self._next_retry = time.monotonic() + self._retry_interval
 
     def _check_folder(self, disk: DiskQueue) -> DiskQueue | None:
@@ -359,32 +519,47 @@ class OfflineQueue:
             if self._on_recreated is not None:
                 self._on_recreated()
             try:
-                self._disk.put_many(salvaged)
+                self._disk.put_many(salvaged, timeout=2.0)  # rare, and losing them is worse than waiting
             except STORE_ERRORS as exc:
                 logger.warning("could not restore the removed queue: %s", exc)
+                self._memory.extend((self._next_memory_key(), record) for record in salvaged)
             return self._disk
 
     def _next_memory_key(self) -> int:
         self._memory_key -= 1
         return self._memory_key
 
-    def _move_memory_to_disk(self, disk: DiskQueue) -> None:
-        if not self._memory:
-            return
-        try:
-            disk.put_many(record for _key, record in self._memory)
-            self._memory.clear()
-        except STORE_ERRORS as exc:
-            logger.debug("memory buffer stays in memory: %s", exc)
-
     def close(self) -> None:
+        """Write the memory buffer to disk if at all possible; count whatever cannot be."""
         with self._lock:
             disk, self._disk = self._disk, None
             if disk is not None:
-                self._move_memory_to_disk(disk)
+                try:
+                    self._in_flight = set()
+                    self._drain_memory(disk, len(self._memory), timeout=1.0)
+                except STORE_ERRORS as exc:
+                    logger.debug("memory buffer not written at close: %s", exc)
+                self._disk = disk
+                self._remember_depth()
+                self._disk = None
                 _close_quietly(disk)
+            if self._memory:
+                logger.warning(
+                    "telemetry: %d events could neither be stored nor delivered and are lost (counted)",
+                    len(self._memory),
+                )
+                self.meta.count_drop("disk_unavailable", len(self._memory))
+                self._memory.clear()
             self.meta.close()
             self._next_retry = float("inf")
+
+
+def _is_message(record: bytes) -> bool:
+    try:
+        message = orjson.loads(record)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(message, dict) and isinstance(message.get("uuid"), str)
 
 
 def _file_identity(disk: DiskQueue) -> tuple[int, int] | None:

@@ -54,9 +54,17 @@ def _day_of(record: bytes) -> str:
 
 
 def _append(path: Path, records: list[bytes]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        data = memoryview(b"".join(record.rstrip(b"\n") + b"\n" for record in records))
+        # A crash mid-write can leave a last line without its newline; appended to as it is, it
+        # would swallow the next record. Ending it first keeps the damage to that one line (which
+        # readers skip, and whose event the queue still holds).
+        size = os.fstat(fd).st_size
+        lead = b""
+        if size:
+            os.lseek(fd, size - 1, os.SEEK_SET)  # O_APPEND writes still go to the end
+            lead = b"" if os.read(fd, 1) == b"\n" else b"\n"
+        data = memoryview(lead + b"".join(record.rstrip(b"\n") + b"\n" for record in records))
         while data:
             data = data[os.write(fd, data) :]
         os.fsync(fd)  # the queue forgets these records next: they must be on disk first

@@ -32,10 +32,11 @@ def apply_command(
     project_id: Annotated[int, typer.Option("--project-id", min=1, help="The PostHog project's id.")],
     json_output: JsonOption = False,
 ) -> None:
-    """Create or update the dashboard and its insights (needs POSTHOG_PERSONAL_API_KEY)."""
+    """Create or update the dashboard and its insights (needs POSTHOG_PERSONAL_API_KEY with the scopes
+    dashboard:write and insight:write). A second run changes nothing."""
     key = os.environ.get(KEY_VARIABLE, "").strip()
     if not key:
-        fail(f"set {KEY_VARIABLE} to a personal API key with dashboard and insight write access")
+        fail(f"set {KEY_VARIABLE} to a personal API key with the scopes dashboard:write and insight:write")
     try:
         result = apply_dashboards(PostHogApi(host, project_id, key))
     except DashboardApiError as exc:

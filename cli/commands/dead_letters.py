@@ -80,7 +80,7 @@ def requeue(
         if missing:
             fail(f"no dead letter with key {', '.join(map(str, sorted(missing)))}")
         if letters and store is not None:
-            queue = DiskQueue(state.queue_dir)
+            queue = DiskQueue(state.queue_dir, put_timeout=5.0)  # a command line may wait
             try:
                 queue.put_many(d.record for d in letters)
             finally:

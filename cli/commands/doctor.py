@@ -23,6 +23,7 @@ from analytics.status import build_status
 
 from ..options import JsonOption, StateDirOption, load_config
 from ..output import EXIT_ERROR, emit_json, emit_table
+from .end_to_end import EndToEndOption, end_to_end_hops
 
 MAX_CLOCK_SKEW_SECONDS = 60.0
 
@@ -35,9 +36,13 @@ class Check:
     fix: str = ""
 
 
-def doctor(json_output: JsonOption = False, state_dir: StateDirOption = None) -> None:
+def doctor(
+    json_output: JsonOption = False, state_dir: StateDirOption = None, end_to_end: EndToEndOption = False
+) -> None:
     """Check the config, the state folder, PostHog (reachable? key accepted?), Sentry and the clock."""
     checks = run_checks(state_dir)
+    if end_to_end:
+        checks.extend(Check(**asdict(hop)) for hop in end_to_end_hops(load_config(state_dir)))
     if json_output:
         emit_json([asdict(check) for check in checks])
     else:
@@ -112,7 +117,7 @@ def _state_folder(state: StateFolder) -> list[Check]:
 
 
 def _delivery_state(config: TelemetryConfig) -> list[Check]:
-    report = build_status(config, disabled_reason=config.disabled_reason)
+    report = build_status(config, disabled_reason=config.disabled_reason, check_integrity=True)
     checks = []
     if report.problem:
         checks.append(

@@ -29,7 +29,7 @@ def open_queue(state: StateFolder) -> Iterator[DiskQueue | None]:
         yield None
         return
     try:
-        disk = DiskQueue(state.queue_dir)
+        disk = DiskQueue(state.queue_dir, put_timeout=5.0)  # a command line may wait
     except Exception as exc:
         fail(f"cannot open the queue in {state.queue_dir}: {exc}")
     try:
@@ -106,7 +106,7 @@ def purge(yes: YesOption = False, json_output: JsonOption = False, state_dir: St
             fail("nothing deleted")
         removed = disk.ack(keys) if disk and keys else 0
     if removed:
-        meta = MetaStore(state.meta_dir)
+        meta = MetaStore(state.meta_dir, open_budget=5.0)
         meta.count_drop("purged", removed)
         meta.close()
     if json_output:

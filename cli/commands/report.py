@@ -23,7 +23,8 @@ def report(
     state_dir: StateDirOption = None,
 ) -> None:
     """Compute the dashboard metrics (sessions, proposals, review time, latency, failures, errors,
-    crash-free sessions, active installs) from the local archive."""
+    crash-free sessions, active installs) from the local archive, as the PostHog insights do: UTC
+    days and Monday weeks, the same row limits, the same charted series."""
     results = compute_report(state_of(state_dir))
     if html is not None:
         try:

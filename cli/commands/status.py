@@ -14,7 +14,7 @@ from ..output import emit_fields, emit_json, emit_table
 def status(json_output: JsonOption = False, state_dir: StateDirOption = None) -> None:
     """Show whether telemetry is enabled (and why not), the state folder, and the queue."""
     config = load_config(state_dir)
-    report = build_status(config, disabled_reason=config.disabled_reason)
+    report = build_status(config, disabled_reason=config.disabled_reason, check_integrity=True)
     if json_output:
         emit_json(report.to_dict())
         return
