@@ -8,6 +8,7 @@ import gc
 import getpass
 import json
 import logging
+import os
 import re
 import socket
 import sys
@@ -308,6 +309,17 @@ def test_host_names_are_scrubbed() -> None:
         == "cannot reach <host> or <host>"
     )
     assert scrubber.scrub_text("build-box-70 is another machine") == "build-box-70 is another machine"
+
+
+def test_an_exception_naming_an_undecodable_file_still_arrives(state_dir: Path) -> None:
+    telemetry = make(state_dir, None)
+    try:
+        raise FileNotFoundError("cannot open " + os.fsdecode(b"notes-\xff.txt"))
+    except FileNotFoundError as exc:
+        telemetry.capture_exception(exc)
+    telemetry.shutdown(timeout=2)
+    [posthog] = exceptions_in(state_dir)
+    assert posthog["properties"]["$exception_list"][0]["value"] == "cannot open notes-\ufffd.txt"
 
 
 def test_a_hostile_exception_still_reaches_posthog(state_dir: Path) -> None:
