@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from analytics.delivery.retry import RetryPolicy
     from analytics.delivery.uploader import Uploader
-    from analytics.errors.hooks import UncaughtHooks
+    from analytics.errors.hooks import Hook, UncaughtHooks
     from analytics.errors.reporting import ErrorReporter
     from analytics.errors.sentry import SentryBridge
     from analytics.privacy.identity import InstallIdentity
@@ -184,16 +184,22 @@ class Analytics:
             atexit.register(self._at_exit)
 
     def chat_turn(
-        self, *, model: str, provider: str | None = None, turn_id: str | None = None
+        self,
+        *,
+        model: str,
+        provider: str | None = None,
+        turn_id: str | None = None,
+        name: str | None = None,
     ) -> ChatTurnRecorder:
         """A chat turn, measured: ``with telemetry.chat_turn(model="gpt-4o") as turn: ...``.
 
         Tool calls inside it (``turn.tool_call(...)`` or ``telemetry.tool_call(...)``) share its
-        trace id. Set lengths and tokens with ``turn.set(...)``; latency is measured unless given.
+        trace id; ``with turn.generation(): ...`` times the model call. Set lengths and tokens with
+        ``turn.set(...)``. ``name`` names the trace in PostHog (default ``chat_turn``).
         """
         from analytics.tracing import ChatTurnRecorder
 
-        return ChatTurnRecorder(self.emit, model=model, provider=provider, turn_id=turn_id)
+        return ChatTurnRecorder(self.emit, model=model, provider=provider, turn_id=turn_id, name=name)
 
     def tool_call(self, tool_name: str, *, turn_id: str | None = None) -> ToolCallSpan:
         """Time a tool call: ``with telemetry.tool_call("read_file"): ...`` (also ``async with``).
@@ -233,10 +239,10 @@ class Analytics:
             self._hooks = UncaughtHooks(self._report_uncaught)
         return self._hooks
 
-    def _report_uncaught(self, exc: BaseException) -> None:
+    def _report_uncaught(self, exc: BaseException, hook: Hook) -> None:
         if self._enabled:
             with guard("uncaught hook"):
-                self._ensure_errors().report(exc, None, handled=False)
+                self._ensure_errors().report(exc, None, handled=False, hook=hook)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Deliver what is queued, waiting at most ``timeout`` seconds; True when nothing is left.
@@ -461,6 +467,7 @@ class Analytics:
                 max_value_chars=config.max_value_chars,
                 max_content_chars=config.max_content_chars,
                 max_event_bytes=config.max_event_bytes,
+                person_profiles=config.user_id is not None,
             )
             self._runtime = _Runtime(state, identity, queue, context, _proposal_clock(state, config))
             return self._runtime

@@ -21,7 +21,9 @@ SCHEMA_VERSION = 1
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Text = Annotated[str, Field(max_length=10_000_000)]
+Url = Annotated[str, Field(max_length=2_000)]
 Count = NonNegativeInt
+HttpStatus = Annotated[int, Field(ge=0, le=999)]
 
 
 class DomainEvent(BaseModel):
@@ -127,6 +129,17 @@ class ChatTurn(DomainEvent):
     provider: Name | None = Field(None, description="Model provider ($ai_provider), e.g. openai.")
     turn_id: Id | None = Field(None, description="Links the turn's tool calls ($ai_trace_id).")
     is_error: bool = Field(False, description="The model call failed ($ai_is_error).")
+    error: Text | None = Field(None, description="Why it failed ($ai_error, scrubbed).")
+    http_status: HttpStatus | None = Field(None, description="The model API's HTTP status ($ai_http_status).")
+    base_url: Url | None = Field(None, description="The model API's base URL ($ai_base_url, scrubbed).")
+    stop_reason: Name | None = Field(None, description="Why the model stopped ($ai_stop_reason), e.g. stop.")
+    tools_called: list[Name] | None = Field(
+        None, max_length=1_000, description="Tools used in the turn, in call order ($ai_tools_called)."
+    )
+    model_parameters: dict[str, Any] | None = Field(
+        None, description="Request parameters such as temperature ($ai_model_parameters)."
+    )
+    usage: dict[str, Any] | None = Field(None, description="The provider's own usage report ($ai_usage).")
 
 
 class ToolCall(DomainEvent):
@@ -141,6 +154,9 @@ class ToolCall(DomainEvent):
     error_type: Name | None = Field(None, description="Exception type when it failed ($ai_error).")
     turn_id: Id | None = Field(None, description="The chat turn it belongs to ($ai_trace_id, $ai_parent_id).")
     span_id: Id | None = Field(None, description="This call's span id ($ai_span_id); generated when omitted.")
+    error: Text | None = Field(None, description="Why it failed ($ai_error, scrubbed); else error_type.")
+    input_state: Any = Field(None, description="The tool's input ($ai_input_state), full content only.")
+    output_state: Any = Field(None, description="The tool's result ($ai_output_state), full content only.")
 
 
 class ProposalCreated(DomainEvent):
@@ -180,8 +196,33 @@ class Error(DomainEvent):
     stack_trace: Text | None = Field(None, description="Formatted traceback (scrubbed, paths relative).")
     context: dict[str, Any] = Field(default_factory=dict, description="Extra facts (scrubbed).")
     handled: bool = Field(True, description="False for uncaught exceptions.")
+    exception_list: list[dict[str, Any]] | None = Field(
+        None,
+        description="PostHog's $exception_list as posthog-python builds it (every string scrubbed when "
+        "sent); built by capture_exception() and the hooks. Without it, frames come from stack_trace.",
+    )
+    level: Literal["fatal", "error", "warning", "info", "debug"] = Field(
+        "error", description="$exception_level: fatal when the exception ended the process."
+    )
+    source: Name | None = Field(None, description="The hook that caught it ($exception_source).")
     sentry_event_id: Id | None = Field(None, description="The Sentry event of the same exception.")
     sentry_url: Text | None = Field(None, description="Link to that Sentry event, when derivable.")
+
+
+class ChatTrace(DomainEvent):
+    """A chat turn as a whole: PostHog's trace, parent of the turn's generation and tool spans.
+    ``chat_turn()`` emits it when the turn ends."""
+
+    posthog_event: ClassVar[str] = "$ai_trace"
+    trigger: ClassVar[str] = "a chat turn ends (chat_turn())"
+
+    trace_id: Id = Field(description="The turn id ($ai_trace_id).")
+    name: Name = Field("chat_turn", description="The trace's name in PostHog's traces list ($ai_span_name).")
+    latency_ms: NonNegativeFloat = Field(description="The whole turn, tools included (turn_latency, in s).")
+    is_error: bool = Field(False, description="The turn failed ($ai_is_error).")
+    error: Text | None = Field(None, description="Why it failed ($ai_error, scrubbed).")
+    input_state: Any = Field(None, description="The turn's input ($ai_input_state), full content only.")
+    output_state: Any = Field(None, description="The turn's output ($ai_output_state), full content only.")
 
 
 class ChatTurnFull(ChatTurn):
@@ -233,12 +274,14 @@ CATALOG: dict[str, type[DomainEvent]] = {
         ChatTurnFull,
         ProposalDiff,
         FileSnapshot,
+        ChatTrace,
     )
 }
 
 __all__ = [
     "CATALOG",
     "SCHEMA_VERSION",
+    "ChatTrace",
     "ChatTurn",
     "ChatTurnFull",
     "DomainEvent",

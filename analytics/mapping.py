@@ -3,7 +3,15 @@
     properties_of(event)  the event's own properties, in PostHog's vocabulary ($ai_* for LLM events)
     Cleaner.clean         scrub every free-text value, then cap it
     with_common           uuid, timestamp, distinct_id, $session_id, app_version, schema_version, $lib
-    fit_to_budget         stay under PostHog's event size limit, or refuse the event
+    fit_to_budget         stay under PostHog's event size limit (cutting structure, never a type), or refuse
+
+``$exception_list`` skips the generic cleaner (whose list cap would keep the outermost frames): it
+has its own scrubbing step, which scrubs every string in it and keeps its shape.
+
+Person profiles: an anonymous install (no ``TELEMETRY_USER_ID``) sends ``$process_person_profile:
+false``, PostHog's guidance for anonymous events: no person profile is made, the event costs less,
+and PostHog still gives it a person id derived from the distinct id, so unique-user counts (weekly
+active installs among them) count each install once.
 
 The result is the exact message that will leave the machine; it is what the queue stores.
 """
@@ -19,17 +27,22 @@ from typing import Any, Final
 
 from analytics import events as ev
 from analytics._version import __version__
-from analytics.privacy.caps import Cleaner, fit_to_budget
+from analytics.privacy.caps import TRUNCATION_MARK, Cleaner, fit_to_budget
 from analytics.privacy.scrubber import Scrubber
 
 LIB_NAME: Final = "analytics-telemetry"
 DEFAULT_ENVIRONMENT: Final = "production"
+_LLM_EVENTS: Final = frozenset({"$ai_generation", "$ai_span", "$ai_trace"})
+# A tuple, not a union: isinstance() with `A | B` builds the union on every call.
+_TRACE_CHILDREN: Final = (ev.ChatTurn, ev.ToolCall)
 
 # Properties whose values may be long by nature: they get the full-content cap, not the short one.
 LONG_PROPERTIES: Final = frozenset(
     {
         "$ai_input",
         "$ai_output_choices",
+        "$ai_input_state",
+        "$ai_output_state",
         "diff",
         "before",
         "after",
@@ -55,6 +68,9 @@ class MappingContext:
     max_value_chars: int
     max_content_chars: int
     max_event_bytes: int
+    # True when the distinct id is a person the app named (TELEMETRY_USER_ID): PostHog keeps a
+    # person profile for it. An anonymous install's events are sent without one.
+    person_profiles: bool = False
 
 
 class EventRefused(Exception):
@@ -98,14 +114,34 @@ def to_posthog_message(
     Raises :class:`EventRefused` when it cannot be sent (full content off, or too large).
     """
     properties = properties_of(event, context)
+    exception_list = properties.pop("$exception_list", None)
     cleaner = Cleaner(context.scrubber, context.max_value_chars, context.max_content_chars)
     properties = cleaner.clean(properties, LONG_PROPERTIES)
+    if exception_list is not None:
+        # Loaded with the first error, not at `import analytics`.
+        from analytics.errors.exception_list import scrub_exception_list
+
+        entries, cut = scrub_exception_list(
+            exception_list, context.scrubber.scrub_text, context.max_value_chars, TRUNCATION_MARK
+        )
+        properties["$exception_list"] = entries
+        if cut:
+            cleaner.truncated.append("$exception_list")
+    session = session_id or context.session_id
+    if event.posthog_event in _LLM_EVENTS:
+        # Ours, not free text: added after the cleaner, which would scrub them on every emit().
+        properties["$ai_lib"] = LIB_NAME
+        properties["$ai_lib_version"] = __version__
+    if _heads_a_trace(event):
+        # LLM analytics' Sessions tab: a trace belongs to the app session it ran in. PostHog takes a
+        # trace's session from any of its events, so one per trace is enough.
+        properties["$ai_session_id"] = session
     message: dict[str, Any] = {
         "event": event.posthog_event,
         "distinct_id": context.distinct_id,
         "uuid": uuid7(int(at * 1000)),
         "timestamp": iso_timestamp(at),
-        "properties": with_common(properties, context, session_id or context.session_id),
+        "properties": with_common(properties, context, session),
     }
     if cleaner.truncated:
         properties["truncated_properties"] = sorted(cleaner.truncated)
@@ -115,12 +151,21 @@ def to_posthog_message(
     return data
 
 
+def _heads_a_trace(event: ev.DomainEvent) -> bool:
+    """The event that speaks for its trace: a ChatTrace, or a generation or tool call outside a turn."""
+    if isinstance(event, ev.ChatTrace):
+        return True
+    return isinstance(event, _TRACE_CHILDREN) and event.turn_id is None
+
+
 def iso_timestamp(at: float) -> str:
     """RFC 3339, UTC, milliseconds (the precision of the uuid7 beside it): 2026-03-14T15:09:26.535Z."""
     return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def with_common(properties: dict[str, Any], context: MappingContext, session_id: str) -> dict[str, Any]:
+    if not context.person_profiles:
+        properties["$process_person_profile"] = False
     properties["$session_id"] = session_id
     properties["app_version"] = context.app_version
     # Every byte is stored once per queued event (SPEC 10: <= 600 bytes on disk): the default
@@ -154,8 +199,10 @@ def _workspace_selected(event: ev.WorkspaceSelected, context: MappingContext) ->
 
 def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
     trace_id = event.turn_id or uuid4()
-    properties: dict[str, Any] = {
-        "$ai_trace_id": trace_id,
+    properties: dict[str, Any] = {"$ai_trace_id": trace_id}
+    if event.turn_id is not None:
+        properties["$ai_parent_id"] = trace_id  # a child of the turn's $ai_trace, in its timeline
+    properties |= {
         "$ai_model": event.model,
         "$ai_latency": event.latency_ms / 1000.0,
         "prompt_length": event.prompt_length,
@@ -163,49 +210,103 @@ def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
     }
     if event.is_error:  # absent means "no error" to PostHog; the flag is sent only when set
         properties["$ai_is_error"] = True
-    _put(properties, "$ai_provider", event.provider)
-    _put(properties, "$ai_input_tokens", event.input_tokens)
-    _put(properties, "$ai_output_tokens", event.output_tokens)
-    _put(properties, "token_count", event.token_count)
+        _put(properties, "$ai_error", event.error)
+    # PostHog prices a generation from its input and output tokens; a bare total is kept as such.
+    optional = (
+        ("$ai_provider", event.provider),
+        ("$ai_input_tokens", event.input_tokens),
+        ("$ai_output_tokens", event.output_tokens),
+        ("$ai_total_tokens", event.token_count),
+        ("$ai_http_status", event.http_status),
+        ("$ai_base_url", event.base_url),
+        ("$ai_stop_reason", event.stop_reason),
+        ("$ai_model_parameters", event.model_parameters),
+        ("$ai_usage", event.usage),
+    )
+    for key, value in optional:  # one loop, not a call per property: this is on emit()'s path
+        if value is not None:
+            properties[key] = value
+    if event.input_tokens is not None or event.output_tokens is not None:
+        properties["$ai_tokens_source"] = "sdk"  # posthog-ai's value for counts given through its fields
+    if event.tools_called:
+        # PostHog's Tools tab reads a comma-separated list in call order.
+        properties["$ai_tools_called"] = ",".join(name.replace(",", " ") for name in event.tools_called)
+        properties["$ai_tool_call_count"] = len(event.tools_called)
     if isinstance(event, ev.ChatTurnFull) and context.full_content:
         properties["$ai_input"] = [{"role": "user", "content": event.prompt}]
         properties["$ai_output_choices"] = [{"role": "assistant", "content": event.response}]
     return properties
 
 
-def _tool_call(event: ev.ToolCall, _: MappingContext) -> dict[str, Any]:
+def _tool_call(event: ev.ToolCall, context: MappingContext) -> dict[str, Any]:
     trace_id = event.turn_id or uuid4()
     properties: dict[str, Any] = {
         "$ai_trace_id": trace_id,
         "$ai_parent_id": trace_id,
         "$ai_span_id": event.span_id or uuid4(),
         "$ai_span_name": event.tool_name,
+        "$ai_span_type": "tool",
         "$ai_latency": event.duration_ms / 1000.0,
     }
     if not event.success:
         properties["$ai_is_error"] = True
-    _put(properties, "$ai_error", event.error_type)
+    _put(properties, "$ai_error", event.error or event.error_type)
+    _full_content_state(properties, event.input_state, event.output_state, context)
     return properties
 
 
+def _chat_trace(event: ev.ChatTrace, context: MappingContext) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "$ai_trace_id": event.trace_id,
+        # PostHog's docs name a trace with $ai_span_name; its newer SDKs send $ai_trace_name.
+        "$ai_span_name": event.name,
+        "$ai_trace_name": event.name,
+        # Not $ai_latency: PostHog's traces list adds up the $ai_latency of a trace's event and of
+        # its direct children, so the turn's time there would count the turn twice. The children
+        # (the model's latency and each tool's) add up to the turn; its own wall time is this.
+        "turn_latency": event.latency_ms / 1000.0,
+    }
+    if event.is_error:
+        properties["$ai_is_error"] = True
+        _put(properties, "$ai_error", event.error)
+    _full_content_state(properties, event.input_state, event.output_state, context)
+    return properties
+
+
+def _full_content_state(
+    properties: dict[str, Any], input_state: Any, output_state: Any, context: MappingContext
+) -> None:
+    # Inputs and outputs are content: sent only with full content on, else dropped before the disk.
+    if context.full_content:
+        _put(properties, "$ai_input_state", input_state)
+        _put(properties, "$ai_output_state", output_state)
+
+
 def _error(event: ev.Error, _: MappingContext) -> dict[str, Any]:
+    exception_list = event.exception_list if event.exception_list is not None else _entries_from_text(event)
+    properties: dict[str, Any] = {
+        "$exception_list": exception_list,
+        "$exception_level": event.level,
+        "error_type": event.error_type,
+        "context": event.context,
+    }
+    _put(properties, "$exception_source", event.source)
+    _put(properties, "$sentry_event_id", event.sentry_event_id)
+    _put(properties, "$sentry_url", event.sentry_url)
+    return properties
+
+
+def _entries_from_text(event: ev.Error) -> list[dict[str, Any]]:
+    """One ``$exception_list`` entry from an Error the app built by hand (type, message, traceback text)."""
     exception: dict[str, Any] = {
         "type": event.error_type,
         "value": event.message,
-        "mechanism": {"handled": event.handled, "synthetic": False, "type": "generic"},
+        "mechanism": {"handled": event.handled, "synthetic": False, "type": "generic", "exception_id": 0},
     }
     frames = frames_from_traceback(event.stack_trace) if event.stack_trace else []
     if frames:
         exception["stacktrace"] = {"type": "raw", "frames": frames}
-    properties: dict[str, Any] = {
-        "$exception_list": [exception],
-        "$exception_level": "error",
-        "error_type": event.error_type,
-        "context": event.context,
-    }
-    _put(properties, "$sentry_event_id", event.sentry_event_id)
-    _put(properties, "$sentry_url", event.sentry_url)
-    return properties
+    return [exception]
 
 
 def _full_content_only(
@@ -251,26 +352,39 @@ _MAPPERS: Final[dict[type[ev.DomainEvent], Callable[[Any, MappingContext], dict[
     ev.ChatTurnFull: _chat_turn,
     ev.ProposalDiff: _full_content_only(_proposal_diff),
     ev.FileSnapshot: _full_content_only(_file_snapshot),
+    ev.ChatTrace: _chat_trace,
 }
 
 _FRAME_RE: Final = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
+_PACKAGES_DIR: Final = re.compile(r"[\\/](?:dist|site)-packages[\\/]")
 
 
 def frames_from_traceback(text: str) -> list[dict[str, Any]]:
-    """PostHog ``$exception_list`` frames from a formatted Python traceback (outermost first)."""
+    """PostHog ``$exception_list`` frames from a formatted Python traceback (outermost first).
+
+    A file under ``site-packages`` is named from its package (``requests/models.py``) and is not
+    the app's own (``in_app: false``); for any other file PostHog decides, as for posthog-python's.
+    """
     frames = []
     for line in text.splitlines():
         match = _FRAME_RE.match(line)
         if match:
             path = match["path"]
-            frames.append(
-                {
-                    "platform": "python",
-                    "filename": os.path.basename(path),
-                    "abs_path": path,
-                    "function": match["func"].strip(),
-                    "lineno": int(match["line"]),
-                    "in_app": "site-packages" not in path and not path.startswith("<"),
-                }
-            )
+            frame: dict[str, Any] = {
+                "platform": "python",
+                "filename": _frame_filename(path),
+                "abs_path": path,
+                "function": match["func"].strip(),
+                "lineno": int(match["line"]),
+            }
+            if _PACKAGES_DIR.search(path):
+                frame["in_app"] = False
+            frames.append(frame)
     return frames
+
+
+def _frame_filename(path: str) -> str:
+    found = list(_PACKAGES_DIR.finditer(path))
+    if found:
+        return path[found[-1].end() :]
+    return os.path.basename(path) if os.path.isabs(path) or "\\" in path else path

@@ -112,7 +112,7 @@ def test_demo_then_status_agree(tmp_path: Path) -> None:
     status = cli("status", "--json", "--state-dir", str(state))
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert summary["emitted"] == summary["delivered"] == summary["archived_events"] == 24
+    assert summary["emitted"] == summary["delivered"] == summary["archived_events"] == 28
     assert report["queue_depth"] == summary["queued_now"] == 0
     assert report["archived_events"] == summary["archived_events"]
     assert report["last_delivery"]["events"] > 0

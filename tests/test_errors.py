@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import gc
 import getpass
 import json
 import logging
+import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -109,9 +112,22 @@ def test_sentry_gets_a_tagged_scrubbed_event_and_posthog_links_to_it(
     assert props["$sentry_url"] == event_url(sentry.dsn, event_id)
     assert props["error_type"] == "RuntimeError"
     [exception] = props["$exception_list"]
-    assert exception["mechanism"]["handled"] is True
-    filenames = [frame["abs_path"] for frame in exception["stacktrace"]["frames"]]
-    assert "tests/test_errors.py" in filenames  # relative to its import root, not /work/...
+    assert exception["mechanism"] == {
+        "type": "generic",
+        "handled": True,
+        "exception_id": 0,
+        "synthetic": False,
+    }
+    assert props["$exception_level"] == "error"
+    assert "$exception_source" not in props
+    frames = exception["stacktrace"]["frames"]
+    assert [f["function"] for f in frames] == [
+        "test_sentry_gets_a_tagged_scrubbed_event_and_posthog_links_to_it",
+        "planted_failure",
+    ]
+    assert {f["filename"] for f in frames} == {"tests/test_errors.py"}  # relative to its import root
+    assert {f["module"] for f in frames} == {"tests.test_errors"}
+    assert frames[-1]["context_line"].strip().startswith("raise RuntimeError(")
     posthog_text = json.dumps(posthog)
     for leaked in (HOME + "/", EMAIL, TOKEN_VALUE, API_KEY):
         assert leaked not in posthog_text
@@ -137,7 +153,11 @@ def test_uncaught_exception_in_a_thread_is_reported_once_and_the_old_hook_runs(
     [event] = sentry.events()
     [posthog] = exceptions_in(state_dir)
     assert posthog["properties"]["$sentry_event_id"] == event["event_id"]
-    assert posthog["properties"]["$exception_list"][0]["mechanism"]["handled"] is False
+    mechanism = posthog["properties"]["$exception_list"][0]["mechanism"]
+    assert (mechanism["type"], mechanism["handled"]) == ("onuncaughtexception", False)
+    # A thread died, the process lives on: an error, as posthog-python's own hook reports it.
+    assert posthog["properties"]["$exception_level"] == "error"
+    assert posthog["properties"]["$exception_source"] == "python.threading_excepthook"
 
 
 def test_unretrieved_asyncio_task_exception_is_reported_once_and_the_old_handler_runs(
@@ -166,6 +186,8 @@ def test_unretrieved_asyncio_task_exception_is_reported_once_and_the_old_handler
     [event] = sentry.events()
     [posthog] = exceptions_in(state_dir)
     assert posthog["properties"]["$sentry_event_id"] == event["event_id"]
+    assert posthog["properties"]["$exception_source"] == "python.asyncio_exception_handler"
+    assert posthog["properties"]["$exception_list"][0]["mechanism"]["handled"] is False
 
 
 def test_an_exception_reported_and_reraised_is_not_reported_twice(
@@ -212,6 +234,15 @@ def test_uncaught_exception_at_top_level_reaches_both_and_still_prints(
     [posthog] = exceptions_in(state_dir)
     assert posthog["properties"]["$sentry_event_id"] == event["event_id"]
     assert posthog["properties"]["error_type"] == "LookupError"
+    # The process ends with it: fatal, unhandled, and which hook caught it.
+    assert posthog["properties"]["$exception_level"] == "fatal"
+    assert posthog["properties"]["$exception_source"] == "python.sys_excepthook"
+    [exception] = posthog["properties"]["$exception_list"]
+    assert (exception["mechanism"]["type"], exception["mechanism"]["handled"]) == (
+        "onuncaughtexception",
+        False,
+    )
+    assert exception["stacktrace"]["frames"][-1]["module"] == "__main__"
 
 
 def test_unreachable_sentry_costs_nothing_and_posthog_still_gets_the_error(state_dir: Path) -> None:
@@ -278,6 +309,61 @@ def test_host_names_are_scrubbed() -> None:
         == "cannot reach <host> or <host>"
     )
     assert scrubber.scrub_text("build-box-70 is another machine") == "build-box-70 is another machine"
+
+
+def test_an_exception_naming_an_undecodable_file_still_arrives(state_dir: Path) -> None:
+    telemetry = make(state_dir, None)
+    try:
+        raise FileNotFoundError("cannot open " + os.fsdecode(b"notes-\xff.txt"))
+    except FileNotFoundError as exc:
+        telemetry.capture_exception(exc)
+    telemetry.shutdown(timeout=2)
+    [posthog] = exceptions_in(state_dir)
+    assert posthog["properties"]["$exception_list"][0]["value"] == "cannot open notes-\ufffd.txt"
+
+
+def test_a_hostile_exception_still_reaches_posthog(state_dir: Path) -> None:
+    class Hostile(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text for you")
+
+        @property
+        def __traceback__(self) -> Any:  # type: ignore[override]
+            raise RuntimeError("no traceback either")
+
+    telemetry = make(state_dir, None)
+    telemetry.capture_exception(Hostile())
+    telemetry.shutdown(timeout=2)
+    [posthog] = exceptions_in(state_dir)
+    [exception] = posthog["properties"]["$exception_list"]
+    assert exception["type"].endswith("Hostile")
+    assert exception["value"] == "<unprintable Hostile>"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is Python 3.11+")
+def test_chained_exceptions_and_groups_keep_every_member(state_dir: Path) -> None:
+    group_type: Any = getattr(builtins, "ExceptionGroup")  # noqa: B009 - a 3.11 name, for 3.10's linters
+    telemetry = make(state_dir, None)
+    try:
+        try:
+            {}["proposal"]
+        except KeyError as missing:
+            raise group_type("apply failed", [ValueError("bad diff"), missing]) from missing
+    except group_type as group:
+        telemetry.capture_exception(group)
+    telemetry.shutdown(timeout=2)
+    [posthog] = exceptions_in(state_dir)
+    entries = posthog["properties"]["$exception_list"]
+    assert [(e["type"], e["mechanism"].get("source")) for e in entries] == [
+        ("ExceptionGroup", None),
+        ("KeyError", "cause"),
+        ("ValueError", "member"),
+    ]  # the KeyError is both the cause and a member: reported once, as posthog-python does
+    assert entries[0]["mechanism"]["is_exception_group"] is True
+    assert [e["mechanism"].get("parent_id") for e in entries] == [None, 0, 0]
+    assert "stacktrace" in entries[0]
+    assert "stacktrace" in entries[1]
+    assert "stacktrace" not in entries[2]  # never raised on its own
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +172,120 @@ def test_an_exception_in_a_tool_call_is_recorded_and_reraised(state_dir: Path) -
     assert telemetry.flush()
     [span] = sink.events("$ai_span")
     assert span["properties"]["$ai_is_error"] is True
-    assert span["properties"]["$ai_error"] == "FileNotFoundError"
+    assert (
+        span["properties"]["$ai_error"] == "FileNotFoundError: notes.txt"
+    )  # PostHog's Errors tab groups by it
     [generation] = sink.events("$ai_generation")
     assert generation["properties"]["$ai_is_error"] is True
+    assert generation["properties"]["$ai_error"] == "FileNotFoundError: notes.txt"
+    [trace] = sink.events("$ai_trace")
+    assert (trace["properties"]["$ai_is_error"], trace["properties"]["$ai_error"]) == (
+        True,
+        "FileNotFoundError: notes.txt",
+    )
+
+
+def test_one_trace_per_turn_with_its_name_session_and_the_whole_turns_latency(state_dir: Path) -> None:
+    sink = InMemorySink()
+    telemetry = Analytics(TelemetryConfig.from_env({}, state_dir=state_dir, strict=True), sink=sink)
+    with telemetry.chat_turn(model="m", name="fix_failing_test") as turn:
+        with turn.tool_call("run_tests"):
+            time.sleep(0.05)
+        with turn.tool_call("read_file"):
+            pass
+        with turn.generation():
+            time.sleep(0.02)
+    with telemetry.chat_turn(model="m"):
+        pass
+    assert telemetry.flush()
+    traces = sink.events("$ai_trace")
+    assert [t["properties"]["$ai_span_name"] for t in traces] == ["fix_failing_test", "chat_turn"]
+    [trace, _] = traces
+    props = trace["properties"]
+    assert props["$ai_trace_id"] == turn.turn_id
+    assert props["$ai_session_id"] == telemetry.session_id
+    [generation, _] = sink.events("$ai_generation")
+    gen = generation["properties"]
+    assert (gen["$ai_tools_called"], gen["$ai_tool_call_count"]) == ("run_tests,read_file", 2)
+    spans = [s["properties"]["$ai_latency"] for s in sink.events("$ai_span")]
+    # The model's latency is the generation() block, the turn's includes the tools: children add up.
+    assert gen["$ai_latency"] >= 0.02
+    assert props["turn_latency"] >= gen["$ai_latency"] + sum(spans)
+    assert "$ai_latency" not in props  # PostHog's traces list would add it to the children's
+    assert all(s["properties"]["$ai_span_type"] == "tool" for s in sink.events("$ai_span"))
+
+
+def test_without_generation_the_models_latency_is_the_turn_less_its_tools(state_dir: Path) -> None:
+    sink = InMemorySink()
+    telemetry = Analytics(TelemetryConfig.from_env({}, state_dir=state_dir, strict=True), sink=sink)
+    with telemetry.chat_turn(model="m") as turn, turn.tool_call("grep"):
+        time.sleep(0.05)
+    assert telemetry.flush()
+    [span] = sink.events("$ai_span")
+    [generation] = sink.events("$ai_generation")
+    [trace] = sink.events("$ai_trace")
+    model = generation["properties"]["$ai_latency"]
+    assert model == pytest.approx(
+        trace["properties"]["turn_latency"] - span["properties"]["$ai_latency"], abs=1e-4
+    )
+
+
+def test_concurrent_tool_calls_are_taken_out_of_the_models_latency_once(state_dir: Path) -> None:
+    sink = InMemorySink()
+    telemetry = Analytics(TelemetryConfig.from_env({}, state_dir=state_dir, strict=True), sink=sink)
+
+    async def tool(name: str) -> None:
+        async with telemetry.tool_call(name):
+            await asyncio.sleep(0.1)
+
+    async def main() -> None:
+        async with telemetry.chat_turn(model="m"):
+            await asyncio.gather(tool("a"), tool("b"))
+
+    asyncio.run(main())
+    assert telemetry.flush()
+    spans = [s["properties"]["$ai_latency"] for s in sink.events("$ai_span")]
+    [generation] = sink.events("$ai_generation")
+    [trace] = sink.events("$ai_trace")
+    model, turn = generation["properties"]["$ai_latency"], trace["properties"]["turn_latency"]
+    assert model <= turn - max(spans) + 1e-4  # at least the longest tool is taken out
+    assert model > turn - sum(spans)  # but overlapping time only once
+    assert generation["properties"]["$ai_tool_call_count"] == 2
+
+
+def test_a_failed_model_call_the_app_recovers_from_still_marks_the_generation(state_dir: Path) -> None:
+    class RateLimited(Exception):
+        status_code = 429
+
+    sink = InMemorySink()
+    telemetry = Analytics(TelemetryConfig.from_env({}, state_dir=state_dir, strict=True), sink=sink)
+    with telemetry.chat_turn(model="m") as turn:
+        try:
+            with turn.generation():
+                raise RateLimited("slow down")
+        except RateLimited:
+            pass  # the app shows a retry button; the turn itself ends normally
+    assert telemetry.flush()
+    [generation] = sink.events("$ai_generation")
+    props = generation["properties"]
+    assert (props["$ai_is_error"], props["$ai_http_status"]) == (True, 429)
+    assert props["$ai_error"] == "RateLimited: slow down"
+
+
+def test_given_latency_and_fields_win_over_measurement(state_dir: Path) -> None:
+    sink = InMemorySink()
+    telemetry = Analytics(TelemetryConfig.from_env({}, state_dir=state_dir, strict=True), sink=sink)
+    with telemetry.chat_turn(model="m") as turn:
+        with turn.tool_call("a"):
+            pass
+        with turn.generation():
+            pass
+        turn.set(latency_ms=1234, tools_called=["search"], error="given", is_error=True)
+    assert telemetry.flush()
+    [generation] = sink.events("$ai_generation")
+    props = generation["properties"]
+    assert props["$ai_latency"] == pytest.approx(1.234)
+    assert (props["$ai_tools_called"], props["$ai_error"]) == ("search", "given")
 
 
 def test_async_with_works_and_each_task_has_its_own_turn(state_dir: Path) -> None:
@@ -212,6 +324,9 @@ def test_a_turn_with_its_text_is_sent_in_full_only_with_full_content(tmp_path: P
         assert generation["properties"]["$ai_latency"] == pytest.approx(0.05)
         assert ("$ai_input" in generation["properties"]) is full_content
         assert ("what is 2+2?" in json.dumps(generation)) is full_content
+        [trace] = sink.events("$ai_trace")
+        assert ("$ai_input_state" in trace["properties"]) is full_content
+        assert ("what is 2+2?" in json.dumps(trace)) is full_content
 
 
 def test_a_bad_field_in_a_turn_never_raises_into_the_app(state_dir: Path) -> None:

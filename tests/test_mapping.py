@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import datetime, timezone
@@ -38,6 +39,7 @@ def assert_common(message: dict[str, Any], session_id: str) -> None:
     assert props["$lib"] == "analytics-telemetry"
     assert props["$lib_version"] == __version__
     assert props["$geoip_disable"] is True
+    assert props["$process_person_profile"] is False  # an anonymous install: no person profile
     assert "environment" not in props  # the default is implied
 
 
@@ -117,10 +119,89 @@ def test_chat_turn_uses_posthog_llm_analytics_schema(make_telemetry: MakeTelemet
     assert props["$ai_provider"] == "openai"
     assert props["$ai_latency"] == pytest.approx(0.812)
     assert (props["$ai_input_tokens"], props["$ai_output_tokens"]) == (1000, 400)
-    assert props["$ai_trace_id"] == "turn-1"
+    assert props["$ai_trace_id"] == props["$ai_parent_id"] == "turn-1"  # a child of its turn's trace
+    assert "$ai_session_id" not in props  # the turn's $ai_trace carries it, once per trace
     assert "$ai_is_error" not in props  # only sent when the turn failed
-    assert (props["prompt_length"], props["response_length"], props["token_count"]) == (120, 900, 1400)
+    assert (props["prompt_length"], props["response_length"]) == (120, 900)
+    assert props["$ai_total_tokens"] == 1400  # the seed's token_count, under PostHog's name
+    assert "token_count" not in props
+    assert props["$ai_tokens_source"] == "sdk"
+    assert (props["$ai_lib"], props["$ai_lib_version"]) == ("analytics-telemetry", __version__)
     assert "$ai_input" not in props
+
+
+def test_chat_turn_with_what_the_app_knows_of_the_call(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    event = events.ChatTurn(
+        prompt_length=1,
+        response_length=0,
+        model="gpt-4o",
+        latency_ms=2500,
+        turn_id="t2",
+        is_error=True,
+        error="RateLimitError: rate limit reached for token=abc123secret",
+        http_status=429,
+        base_url="https://user:hunter2@llm.example.com/v1",
+        stop_reason="length",
+        tools_called=["read_file", "grep", "read_file"],
+        model_parameters={"temperature": 0.2},
+    )
+    props = emit_one(make_telemetry, state_dir, event)["properties"]
+    assert props["$ai_is_error"] is True
+    assert props["$ai_error"] == "RateLimitError: rate limit reached for token=<secret>"
+    assert props["$ai_http_status"] == 429
+    assert "hunter2" not in props["$ai_base_url"]
+    assert props["$ai_stop_reason"] == "length"
+    assert props["$ai_tools_called"] == "read_file,grep,read_file"
+    assert props["$ai_tool_call_count"] == 3
+    assert props["$ai_model_parameters"] == {"temperature": 0.2}
+    assert "$ai_input_tokens" not in props
+    assert "$ai_tokens_source" not in props  # no counts given, no claim about where they came from
+
+
+def test_chat_trace_is_the_turn_as_a_whole(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    event = events.ChatTrace(
+        trace_id="t3",
+        name="answer_question",
+        latency_ms=1500,
+        is_error=True,
+        error="TimeoutError",
+        input_state=[{"role": "user", "content": "hello"}],
+        output_state=[{"role": "assistant", "content": "hi"}],
+    )
+    message = emit_one(make_telemetry, state_dir, event)
+    assert message["event"] == "$ai_trace"
+    props = message["properties"]
+    assert props["$ai_trace_id"] == "t3"
+    assert props["$ai_span_name"] == props["$ai_trace_name"] == "answer_question"
+    # PostHog's traces list adds the trace's own $ai_latency to its children's: the turn's time is
+    # sent under another name, and the children (model and tools) add up to it.
+    assert props["turn_latency"] == pytest.approx(1.5)
+    assert "$ai_latency" not in props
+    assert props["$ai_session_id"] == props["$session_id"]  # LLM analytics' Sessions tab
+    assert (props["$ai_is_error"], props["$ai_error"]) == (True, "TimeoutError")
+    assert "$ai_input_state" not in props  # content: full content only
+    assert "hello" not in json.dumps(message)
+
+
+def test_trace_and_span_state_is_sent_with_full_content(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    telemetry = make_telemetry(full_content=True, strict=True)
+    telemetry.emit(
+        events.ChatTrace(trace_id="t", latency_ms=1, input_state={"q": "hello"}, output_state="hi")
+    )
+    telemetry.emit(
+        events.ToolCall(tool_name="grep", duration_ms=1, success=True, input_state=["TODO"], output_state=3)
+    )
+    trace, span = queued_messages(state_dir)
+    assert trace["properties"]["$ai_span_name"] == "chat_turn"  # the default name
+    assert (trace["properties"]["$ai_input_state"], trace["properties"]["$ai_output_state"]) == (
+        {"q": "hello"},
+        "hi",
+    )
+    assert (span["properties"]["$ai_input_state"], span["properties"]["$ai_output_state"]) == (["TODO"], 3)
 
 
 def test_tool_call_is_an_ai_span_of_its_turn(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
@@ -135,7 +216,35 @@ def test_tool_call_is_an_ai_span_of_its_turn(make_telemetry: MakeTelemetry, stat
     assert uuid.UUID(props["$ai_span_id"])
     assert props["$ai_latency"] == pytest.approx(1.5)
     assert props["$ai_is_error"] is True
-    assert props["$ai_error"] == "TimeoutError"
+    assert props["$ai_error"] == "TimeoutError"  # no message given: the type
+    assert props["$ai_span_type"] == "tool"
+    assert "$ai_session_id" not in props  # its turn's trace carries it
+
+
+def test_a_generation_or_tool_call_outside_a_turn_is_its_own_trace_in_the_session(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    telemetry = make_telemetry(strict=True)
+    telemetry.emit(events.ChatTurn(prompt_length=1, response_length=1, model="m", latency_ms=1))
+    telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    generation, span = queued_messages(state_dir)
+    for message in (generation, span):
+        props = message["properties"]
+        assert props["$ai_session_id"] == props["$session_id"] == telemetry.session_id
+        assert uuid.UUID(props["$ai_trace_id"])
+    assert "$ai_parent_id" not in generation["properties"]  # no trace event to hang from
+
+
+def test_a_tool_calls_error_message_is_sent_scrubbed(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    event = events.ToolCall(
+        tool_name="read_file",
+        duration_ms=3,
+        success=False,
+        error_type="FileNotFoundError",
+        error=f"FileNotFoundError: {Path.home()}/secrets/notes.txt (owner jane.doe@example.com)",
+    )
+    props = emit_one(make_telemetry, state_dir, event)["properties"]
+    assert props["$ai_error"] == "FileNotFoundError: <home>/secrets/notes.txt (owner <email>)"
 
 
 def test_proposal_created(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
@@ -166,6 +275,8 @@ def test_error_becomes_a_posthog_exception(make_telemetry: MakeTelemetry, state_
         '  File "/opt/app/server.py", line 12, in handle\n'
         "    apply()\n"
         '  File "/opt/app/proposals.py", line 40, in apply\n'
+        "    requests.post(url)\n"
+        '  File "/opt/venv/lib/python3.11/site-packages/requests/models.py", line 9, in prepare\n'
         "    raise ValueError('bad diff')\n"
         "ValueError: bad diff"
     )
@@ -186,9 +297,65 @@ def test_error_becomes_a_posthog_exception(make_telemetry: MakeTelemetry, state_
     assert [(f["filename"], f["function"], f["lineno"]) for f in frames] == [
         ("server.py", "handle", 12),
         ("proposals.py", "apply", 40),
+        ("requests/models.py", "prepare", 9),
     ]
+    # A library's frame is not the app's; for the others PostHog decides, as for posthog-python's.
+    assert [f.get("in_app") for f in frames] == [None, None, False]
     assert props["error_type"] == "ValueError"
+    assert props["$exception_level"] == "error"
     assert props["context"] == {"route": "/apply"}
+
+
+def test_an_exception_list_keeps_its_shape_and_every_string_is_scrubbed(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    home = str(Path.home())
+    frames = [
+        {
+            "platform": "python",
+            "filename": "app/sync.py",
+            "abs_path": f"{home}/app/sync.py",
+            "function": "upload",
+            "module": "app.sync",
+            "lineno": line,
+            "in_app": True,
+            "pre_context": ["token = 'ghp_" + "a" * 36 + "'"],
+            "context_line": "send(to='jane.doe@example.com')",
+            "post_context": [],
+        }
+        for line in range(1, 401)  # more frames than any generic list cap
+    ]
+    entries = [
+        {
+            "mechanism": {"type": "generic", "handled": True, "exception_id": 0, "synthetic": False},
+            "module": None,
+            "type": "RuntimeError",
+            "value": "failed for jane.doe@example.com",
+            "stacktrace": {"type": "raw", "frames": frames},
+        }
+    ]
+    event = events.Error(
+        error_type="RuntimeError", exception_list=entries, level="fatal", source="python.sys_excepthook"
+    )
+    props = emit_one(make_telemetry, state_dir, event)["properties"]
+    [entry] = props["$exception_list"]
+    sent = entry["stacktrace"]["frames"]
+    assert len(sent) == 400
+    assert [f["lineno"] for f in sent] == list(range(1, 401))
+    assert sent[-1]["abs_path"] == "<home>/app/sync.py"
+    assert sent[-1]["context_line"] == "send(to='<email>')"
+    assert "ghp_" not in json.dumps(props)
+    assert entry["value"] == "failed for <email>"
+    assert entry["module"] is None
+    assert (props["$exception_level"], props["$exception_source"]) == ("fatal", "python.sys_excepthook")
+
+
+def test_a_named_user_keeps_person_profiles(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
+    telemetry = make_telemetry(user_id="user-42")
+    telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    [message] = queued_messages(state_dir)
+    assert message["distinct_id"] == "user-42"
+    assert "$process_person_profile" not in message["properties"]
 
 
 def test_chat_turn_full_carries_text_only_with_full_content(

@@ -118,6 +118,15 @@ def corpus_events() -> Iterator[events.DomainEvent]:
     )
     yield events.ProposalDiff(proposal_id="p", diff=PLANTED)
     yield events.FileSnapshot(file_path=PLANTED, before=PLANTED, after=PLANTED, proposal_id="p")
+    yield events.ChatTrace(
+        trace_id=PLANTED[:200],
+        name=PLANTED[:200],
+        latency_ms=1,
+        is_error=True,
+        error=PLANTED,
+        input_state=[{"role": "user", "content": PLANTED}],
+        output_state={"tool": [PLANTED]},
+    )
 
 
 def test_corpus_covers_every_catalog_event() -> None:

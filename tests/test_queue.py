@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -255,3 +256,27 @@ def test_the_stored_shorthand_is_exactly_reversible(value: object) -> None:
     assert unpack(pack(record)) == record
     assert len(pack(record)) < len(record)
     assert unpack(record) == record  # a plain record (an older queue's) reads as it is
+
+
+def test_format_1_records_still_read_and_format_2_shortens_what_anonymous_and_llm_events_repeat() -> None:
+    from analytics.privacy.caps import encode
+    from analytics.queue import disk
+
+    properties = {
+        "$ai_trace_id": "t",
+        "$ai_lib": "analytics-telemetry",
+        "$ai_lib_version": "1.0",
+        "$process_person_profile": False,
+        "$session_id": "s",
+        "app_version": "1",
+        "schema_version": 1,
+    }
+    record = encode(
+        {"event": "$ai_span", "distinct_id": "d", "uuid": "u", "timestamp": "t", "properties": properties}
+    )
+    stored_by_format_1 = b"\x00\x01" + functools.reduce(
+        lambda text, pair: text.replace(*pair), disk._ENCODE_V1, record
+    )
+    assert disk.unpack(stored_by_format_1) == record  # a queue written before the upgrade
+    assert disk.unpack(disk.pack(record)) == record
+    assert len(disk.pack(record)) <= len(stored_by_format_1) - 70

@@ -1,6 +1,11 @@
 """The uncaught-exception hooks: ``sys.excepthook``, ``threading.excepthook`` and an asyncio loop's
 exception handler. Each reports, then hands over to whatever hook was there before; uninstalling
-restores the previous hook only if ours is still the one in place."""
+restores the previous hook only if ours is still the one in place.
+
+Each report names its hook (``$exception_source``) and a level (``$exception_level``), as
+posthog-python's own hooks do: ``fatal`` when the exception ends the process (``sys.excepthook``),
+``error`` when the process carries on (a thread or an asyncio task died).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,29 @@ import contextlib
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import asyncio
 
-Report = Callable[[BaseException], None]
+
+@dataclass(frozen=True)
+class Hook:
+    """Where an uncaught exception was caught: ``source`` and ``level`` as PostHog names them."""
+
+    source: str
+    level: str
+
+
+SYS_EXCEPTHOOK: Final = Hook("python.sys_excepthook", "fatal")
+THREADING_EXCEPTHOOK: Final = Hook("python.threading_excepthook", "error")
+ASYNCIO_HANDLER: Final = Hook("python.asyncio_exception_handler", "error")
+# The mechanism type posthog-python gives what its hooks catch.
+UNCAUGHT_MECHANISM: Final = "onuncaughtexception"
+
+Report = Callable[[BaseException, Hook], None]
 
 # Not errors: the process was asked to stop.
 _NOT_ERRORS = (KeyboardInterrupt, SystemExit, GeneratorExit)
@@ -57,25 +78,25 @@ class UncaughtHooks:
 
     def _sys_hook(self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         if not isinstance(exc, _NOT_ERRORS):
-            self._safely_report(exc)
+            self._safely_report(exc, SYS_EXCEPTHOOK)
         (self._previous_sys or sys.__excepthook__)(exc_type, exc, tb)
 
     def _threading_hook(self, args: threading.ExceptHookArgs) -> None:
         if args.exc_value is not None and not isinstance(args.exc_value, _NOT_ERRORS):
-            self._safely_report(args.exc_value)
+            self._safely_report(args.exc_value, THREADING_EXCEPTHOOK)
         (self._previous_threading or threading.__excepthook__)(args)
 
     def _asyncio_handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         if isinstance(exc, BaseException) and not isinstance(exc, _NOT_ERRORS):
-            self._safely_report(exc)
+            self._safely_report(exc, ASYNCIO_HANDLER)
         previous = next((prev for known, prev in self._loops if known is loop), None)
         if previous is not None:
             previous(loop, context)
         else:
             loop.default_exception_handler(context)
 
-    def _safely_report(self, exc: BaseException) -> None:
+    def _safely_report(self, exc: BaseException, hook: Hook) -> None:
         # A hook that raises would hide the app's own error: never.
         with contextlib.suppress(Exception):
-            self._report(exc)
+            self._report(exc, hook)

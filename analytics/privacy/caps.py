@@ -124,24 +124,152 @@ def encode(message: Mapping[str, Any]) -> bytes:
 def fit_to_budget(message: dict[str, Any], max_bytes: int, truncated: list[str]) -> bytes | None:
     """Encode ``message``, cutting its largest properties until it fits ``max_bytes``.
 
+    A cut never changes a property's type (PostHog's pipelines read ``$exception_list`` and the
+    ``$ai_*`` lists as lists): text is shortened; ``$exception_list`` loses source context lines,
+    then its outermost frames (the innermost, where it failed, stay), then chained exceptions;
+    other lists and objects lose their longest text, then items. Each cut property is named in
+    ``truncated_properties``, and what was taken from a list or object is counted in ``truncation``.
+
     Returns None when even that cannot make it fit (the caller counts it as ``oversize``).
     """
     data = encode(message)
     properties: dict[str, Any] = message["properties"]
-    for _ in range(16):
+    details: dict[str, dict[str, int]] = {}
+    for _ in range(64):
         excess = len(data) - max_bytes
         if excess <= 0:
             return data
-        key, size = max(((k, len(encode({k: v}))) for k, v in properties.items()), key=lambda kv: kv[1])
-        value = properties[key]
-        text = value if isinstance(value, str) else encode({"v": value}).decode()[5:-1]
-        # Characters may be several bytes: cut by at least the excess, in characters, plus a margin.
-        keep = max(0, len(text) - excess - len(TRUNCATION_MARK) - 64)
-        if size < 64 or (keep == 0 and not text):
+        sizes = ((k, len(encode({k: v}))) for k, v in properties.items() if k not in _CUT_NOTES)
+        key, size = max(sizes, key=lambda kv: kv[1], default=("", 0))
+        if size < 64 or not _cut(properties, key, excess, details.setdefault(key, {})):
             return None
-        properties[key] = text[:keep] + TRUNCATION_MARK
         if key not in truncated:
             truncated.append(key)
         properties["truncated_properties"] = sorted(truncated)
+        notes = {k: v for k, v in details.items() if v}
+        if notes:
+            properties["truncation"] = notes
         data = encode(message)
     return data if len(data) <= max_bytes else None
+
+
+# Properties the cut writes itself: never cut.
+_CUT_NOTES: Final = frozenset({"truncated_properties", "truncation"})
+# Text shorter than this is not worth a cut (the mark alone is 12 characters).
+_MIN_CUT_CHARS: Final = 64
+
+
+def _cut(properties: dict[str, Any], key: str, excess: int, note: dict[str, int]) -> bool:
+    """Take at least ``excess`` bytes out of ``properties[key]``; False when nothing is left to cut."""
+    value = properties[key]
+    if isinstance(value, str):
+        if not value:
+            return False
+        # Characters may be several bytes: cut by at least the excess, in characters, plus a margin.
+        keep = max(0, len(value) - excess - len(TRUNCATION_MARK) - _MIN_CUT_CHARS)
+        properties[key] = value[:keep] + TRUNCATION_MARK
+        return True
+    if key == "$exception_list" and isinstance(value, list) and _cut_exception_list(value, excess, note):
+        return True
+    if isinstance(value, list | dict):
+        return _cut_container(value, excess, note)
+    return False
+
+
+def _cut_exception_list(entries: list[Any], excess: int, note: dict[str, int]) -> bool:
+    """Structural cuts, in order, until ``excess`` bytes are gone: context lines of the library's
+    frames, then of every frame but each exception's innermost; then the outermost frames of the
+    deepest stacks; then the last chained exceptions. False when none of them applies."""
+    before = len(encode({"v": entries}))
+    target = before - excess
+    cut_any = False
+    stacks = [_frames_of(entry) for entry in entries]
+    for fields in (("pre_context", "post_context"), ("context_line",)):
+        for library_only in (True, False):
+            lines = _drop_context(stacks, fields, library_only)
+            if lines:
+                cut_any = True
+                note["context_lines"] = note.get("context_lines", 0) + lines
+                if len(encode({"v": entries})) <= target:
+                    return True
+    for _ in range(64):
+        size = len(encode({"v": entries}))
+        if size <= target:
+            return True
+        deepest = max(stacks, key=len, default=[])
+        if len(deepest) <= 1:
+            break
+        per_frame = max(1, len(encode({"v": deepest})) // len(deepest))
+        drop = min(len(deepest) - 1, -(-(size - target) // per_frame))
+        del deepest[:drop]  # frames run outermost first: keep the innermost
+        note["frames"] = note.get("frames", 0) + drop
+        cut_any = True
+    while len(entries) > 1 and len(encode({"v": entries})) > target:
+        entries.pop()  # depth first, parents before children: no entry left points at a removed one
+        stacks.pop()
+        note["exceptions"] = note.get("exceptions", 0) + 1
+        cut_any = True
+    return cut_any
+
+
+def _frames_of(entry: Any) -> list[Any]:
+    stacktrace = entry.get("stacktrace") if isinstance(entry, dict) else None
+    frames = stacktrace.get("frames") if isinstance(stacktrace, dict) else None
+    return frames if isinstance(frames, list) else []
+
+
+def _drop_context(stacks: list[list[Any]], fields: tuple[str, ...], library_only: bool) -> int:
+    """Remove ``fields`` from every frame but each stack's innermost; returns the lines removed."""
+    removed = 0
+    for frames in stacks:
+        for frame in frames[:-1]:
+            if not isinstance(frame, dict) or (library_only and frame.get("in_app") is True):
+                continue
+            for name in fields:
+                value = frame.pop(name, None)
+                if isinstance(value, list):
+                    removed += len(value)
+                elif value is not None:
+                    removed += 1
+    return removed
+
+
+def _cut_container(value: list[Any] | dict[str, Any], excess: int, note: dict[str, int]) -> bool:
+    """Shorten the longest text inside ``value``; with no long text left, drop items (a list's
+    oldest first, keeping its last: the latest message; an object's largest entry)."""
+    longest = _longest_text(value)
+    if longest is not None:
+        holder, slot, text = longest
+        keep = max(0, len(text) - excess - len(TRUNCATION_MARK) - _MIN_CUT_CHARS)
+        holder[slot] = text[:keep] + TRUNCATION_MARK
+        note["texts_shortened"] = note.get("texts_shortened", 0) + 1
+        return True
+    freed = 0
+    while freed < excess:
+        if isinstance(value, list) and len(value) > 1:
+            freed += len(encode({"v": value.pop(0)}))
+        elif isinstance(value, dict) and value:
+            largest = max(value, key=lambda k: len(encode({"v": value[k]})))
+            freed += len(encode({"v": value.pop(largest)}))
+        else:
+            break
+        note["items_removed"] = note.get("items_removed", 0) + 1
+    return freed > 0
+
+
+def _longest_text(value: Any) -> tuple[Any, Any, str] | None:
+    """(container, key or index, text) of the longest cuttable string inside ``value``."""
+    best: tuple[Any, Any, str] | None = None
+    stack: list[Any] = [value]
+    while stack:
+        node = stack.pop()
+        slots: Any = node.items() if isinstance(node, dict) else enumerate(node)
+        for slot, item in slots:
+            if isinstance(item, str):
+                if len(item) > _MIN_CUT_CHARS + len(TRUNCATION_MARK) and (
+                    best is None or len(item) > len(best[2])
+                ):
+                    best = (node, slot, item)
+            elif isinstance(item, dict | list):
+                stack.append(item)
+    return best

@@ -65,22 +65,38 @@ _ENCODE_V1: Final = tuple(
     (text, bytes([token])) for text, token in zip(_SHORTHAND_V1, _TOKEN_BYTES, strict=True)
 )
 _DECODE_V1: Final = tuple(reversed(_ENCODE_V1))
-_STORED_PREFIX: Final = b"\x00\x01"
+_STORED_PREFIX_V1: Final = b"\x00\x01"
+# Format 2 adds the runs that an anonymous install's events and LLM events repeat. It is written
+# from now on; format 1 still reads. The first run goes first: it holds format 1's `,"$session_id":"`.
+_SHORTHAND_V2_ADDED: Final = (
+    b',"$process_person_profile":false,"$session_id":"',
+    b'"$ai_lib":"analytics-telemetry","$ai_lib_version":"',
+)
+_ENCODE_V2: Final = (
+    *((text, bytes([token])) for text, token in zip(_SHORTHAND_V2_ADDED, (12, 14), strict=True)),
+    *_ENCODE_V1,
+)
+_DECODE_V2: Final = tuple(reversed(_ENCODE_V2))
+_STORED_PREFIX: Final = b"\x00\x02"
 
 
 def pack(record: bytes) -> bytes:
     """The stored form of an encoded message."""
-    for text, token in _ENCODE_V1:
+    for text, token in _ENCODE_V2:
         record = record.replace(text, token)
     return _STORED_PREFIX + record
 
 
 def unpack(stored: bytes) -> bytes:
     """The encoded message from its stored form (plain JSON passes through)."""
-    if not stored.startswith(_STORED_PREFIX):
+    if stored.startswith(_STORED_PREFIX):
+        table = _DECODE_V2
+    elif stored.startswith(_STORED_PREFIX_V1):
+        table = _DECODE_V1
+    else:
         return stored
     record = stored[len(_STORED_PREFIX) :]
-    for text, token in _DECODE_V1:
+    for text, token in table:
         record = record.replace(token, text)
     return record
 

@@ -105,7 +105,7 @@ def simulate_session(telemetry: Analytics, clock: SimulatedClock, *, seed: int) 
                 input_tokens=rng.randint(100, 2000),
                 output_tokens=rng.randint(50, 800),
             )
-        count += 1
+        count += 2  # the turn's $ai_generation and its $ai_trace
         proposal = f"p-{turn_number}"
         telemetry.emit(
             events.ProposalCreated(
