@@ -31,11 +31,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tests.hogql import parse_select
+from tests.loopback import LoopbackServer, send_json
 
 DASHBOARD_FIELDS = {"name", "description", "pinned", "tags"}
 INSIGHT_FIELDS = {"name", "description", "query", "saved", "dashboards", "tags"}
@@ -312,7 +313,7 @@ class _State:
         return view
 
 
-class PostHogApiServer:
+class PostHogApiServer(LoopbackServer):
     def __init__(
         self,
         *,
@@ -491,28 +492,9 @@ class PostHogApiServer:
                 }
 
             def _send(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> PostHogApiServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__(Handler)
 
 
 def _invalid(kind: str, body: Any, state: _State, *, creating: bool) -> str | None:

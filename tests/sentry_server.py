@@ -11,8 +11,10 @@ import json
 import threading
 import zlib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import LoopbackServer, send_json
 
 PUBLIC_KEY = "0123456789abcdef0123456789abcdef"
 
@@ -54,7 +56,7 @@ class _Store:
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
-class SentryServer:
+class SentryServer(LoopbackServer):
     def __init__(self, project: int = 1) -> None:
         self.project = project
         self._store = _Store()
@@ -79,20 +81,13 @@ class SentryServer:
                     with store.changed:
                         store.envelopes.append(parse_envelope(body, auth))
                         store.changed.notify_all()
-                answer = b"{}" if ok else b'{"detail": "bad project or key"}'
-                self.send_response(200 if ok else 403)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                send_json(self, 200 if ok else 403, {} if ok else {"detail": "bad project or key"})
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def dsn(self) -> str:
-        return f"http://{PUBLIC_KEY}@127.0.0.1:{self._httpd.server_address[1]}/{self.project}"
+        return f"http://{PUBLIC_KEY}@127.0.0.1:{self.port}/{self.project}"
 
     @property
     def envelopes(self) -> list[Envelope]:
@@ -101,11 +96,3 @@ class SentryServer:
 
     def events(self) -> list[dict[str, Any]]:
         return [event for envelope in self.envelopes for event in envelope.events()]
-
-    def __enter__(self) -> SentryServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()

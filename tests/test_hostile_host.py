@@ -631,24 +631,20 @@ def test_status_and_doctor_report_a_damaged_queue_as_a_problem(state_dir: Path) 
     telemetry.flush(timeout=1)
     telemetry.shutdown(timeout=0)
     env = {"TELEMETRY_DIR": str(state_dir), "TELEMETRY_ENDPOINT": "http://127.0.0.1:9"}
-    status = subprocess.run(
-        [sys.executable, "-m", "analytics_cli.main", "status", "--json"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    report = json.loads(status.stdout)
+
+    def cli(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "analytics_cli.main", command, "--json"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    report = json.loads(cli("status").stdout)
     assert "damaged" in (report["problem"] or "")
-    doctor = subprocess.run(
-        [sys.executable, "-m", "analytics_cli.main", "doctor", "--json"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    doctor = cli("doctor")
     checks = {c["name"]: c for c in json.loads(doctor.stdout)}
     assert checks["queue"]["status"] == "fail"
     assert "damaged" in checks["queue"]["detail"]

@@ -12,10 +12,9 @@ import builtins
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from analytics.privacy.caps import TRUNCATION_MARK, encode, fit_to_budget
 from analytics.privacy.scrubber import Scrubber
 from analytics.testing import CaptureServer
 from tests.conftest import archived_messages, run_python
+from tests.loopback import LoopbackServer, send_json
 
 HOME = str(Path.home())
 API_KEY = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123"  # planted in messages and in source lines below
@@ -525,7 +525,7 @@ def test_an_event_that_cannot_fit_is_refused_not_mangled() -> None:
 MODEL_DELAY = 0.05
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """Chat completions on loopback: a fixed answer after MODEL_DELAY; model ``rate-limited`` gets a 429."""
 
     def __init__(self) -> None:
@@ -561,28 +561,14 @@ class FakeOpenAI:
                 )
 
             def _answer(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload)
 
         self.requests = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}/v1"
-
-    def __enter__(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"{self.url}/v1"
 
 
 @pytest.fixture
