@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from analytics.proposals import ProposalClock
     from analytics.queue import OfflineQueue
     from analytics.queue.group_commit import GroupCommitter
+    from analytics.queue.meta import MetaStore
     from analytics.sinks.base import Sink
     from analytics.status import StatusReport
     from analytics.tracing import ChatTurnRecorder, ToolCallSpan
@@ -212,6 +213,7 @@ class Analytics:
         with guard("start: session"):
             machine_id = self.config.machine_id
             hashed = runtime.identity.keyed_hash(machine_id.get_secret_value()) if machine_id else None
+            self._session.started_at = self._clock()
             self._append(session_start_event(self.config.app_version, hashed))
             self._open_marker(runtime)
         with guard("start: uploader"):
@@ -311,7 +313,7 @@ class Analytics:
             with self._lock:
                 started, self._started = self._started, False
             if started and os.getpid() == self._pid:
-                self._append(self._session.end_event("shutdown"))
+                self._append(self._session.end_event("shutdown", self._clock()))
                 self._close_marker()
                 atexit.unregister(self._at_exit)
             if self._hooks is not None:
@@ -597,6 +599,7 @@ class Analytics:
             self.config,
             disabled_reason=self._disabled_reason,
             queue=runtime.queue if runtime is not None else None,
+            level=self.level,
         )
 
     def _ensure_runtime(self) -> _Runtime:
@@ -671,8 +674,10 @@ class Analytics:
             sink, unavailable = (
                 (self._sink_override, None)
                 if self._sink_override is not None
-                else _make_sink(self.config, state, self._clock)
+                else _make_sink(self.config, state, self._clock, runtime.queue.meta)
             )
+            if sink is not None:
+                _clear_config_pause(runtime.queue.meta)
             self._uploader = Uploader(
                 runtime.queue,
                 sink,
@@ -726,17 +731,31 @@ class Analytics:
 
 
 def _make_sink(
-    config: TelemetryConfig, state: StateFolder, clock: Callable[[], float]
+    config: TelemetryConfig, state: StateFolder, clock: Callable[[], float], meta: MetaStore
 ) -> tuple[Sink | None, str | None]:
     """PostHog when a host is configured, else the local archive; (None, why) when it cannot work."""
-    from analytics.sinks.archive import ArchiveSink
+    from analytics.sinks.archive import ArchiveRetention, ArchiveSink, record_pruned
     from analytics.sinks.posthog import PostHogSink
 
     if config.endpoint:
         if config.token is None:
             return None, "TELEMETRY_ENDPOINT is set but TELEMETRY_TOKEN is not"
         return PostHogSink(config.endpoint, config.token.get_secret_value(), now=clock), None
-    return ArchiveSink(state.archive_dir), None
+    retention = ArchiveRetention(config.archive_days, config.archive_max_bytes)
+    return ArchiveSink(
+        state.archive_dir,
+        retention=retention,
+        now=clock,
+        on_pruned=lambda pruned: record_pruned(meta, pruned),
+    ), None
+
+
+def _clear_config_pause(meta: MetaStore) -> None:
+    """A pause without an HTTP status was caused by the configuration (a host without a token);
+    with a usable sink now, it no longer holds (``analytics doctor`` would keep reporting it)."""
+    paused = meta.fact("paused")
+    if isinstance(paused, dict) and paused.get("status") is None:
+        meta.set_fact("paused", None)
 
 
 def _proposal_clock(state: StateFolder, config: TelemetryConfig) -> ProposalClock | None:
