@@ -80,14 +80,17 @@ def test_app_events_arrive_hashed_and_scrubbed_and_unregistered_ones_are_counted
 
     opened = by_event(capture, "file_opened")
     feedback = by_event(capture, "feedback_given")
-    assert len(opened) == 1 and len(feedback) == 1
+    assert len(opened) == 1
+    assert len(feedback) == 1
     identity = load_or_create_identity(state_dir)
     assert opened[0]["properties"]["path"] == identity.keyed_hash(home_file)  # type: ignore[index]
     assert opened[0]["properties"]["size_bytes"] == 4096  # type: ignore[index]
     raw = json.dumps(capture.events)
     # The path is only a hash where it is Hashed; as free text (note) it is scrubbed of the home folder.
-    assert raw.count("contract.docx") == 1 and os.path.expanduser("~") not in raw
-    assert "jane.doe@example.com" not in raw and "sk-proj-abc" not in raw
+    assert raw.count("contract.docx") == 1
+    assert os.path.expanduser("~") not in raw
+    assert "jane.doe@example.com" not in raw
+    assert "sk-proj-abc" not in raw
     comment = feedback[0]["properties"]["comment"]  # type: ignore[index]
     assert comment == "mail me at <email>, key <secret>"  # scrubbed with placeholders, not dropped
     assert "transcript" not in feedback[0]["properties"]  # type: ignore[operator]  # content: level full only
@@ -139,7 +142,8 @@ def test_identify_then_reset(state_dir: Path, capture: CaptureServer) -> None:
     assert props["$anon_distinct_id"] == install_id  # type: ignore[index]
     assert props["$set"]["plan"] == "pro"  # type: ignore[index]
     assert "jane@example.com" not in json.dumps(props)  # the app's person properties are scrubbed too
-    assert props["$set"]["app_version"] == "unknown" and props["$set"]["os"]  # type: ignore[index]
+    assert props["$set"]["app_version"] == "unknown"
+    assert props["$set"]["os"]
     assert props["$set_once"]["first_os"] == props["$set"]["os"]  # type: ignore[index]
     assert "$process_person_profile" not in props  # type: ignore[operator]
     opened = by_event(capture, "file_opened")
@@ -256,8 +260,10 @@ def test_each_level_sends_exactly_its_events(
         assert telemetry.status().drops["level_filtered"] > 0
     else:
         assert {name.split(":")[0] for name in sent} == SESSION_EVENTS | {"feedback_given"}
-        assert sent["session_ended:crash"] == 1 and sent["session_ended:shutdown"] == 1
-        assert sent["$exception:handled"] == 1 and sent["$exception:unhandled"] == 1
+        assert sent["session_ended:crash"] == 1
+        assert sent["session_ended:shutdown"] == 1
+        assert sent["$exception:handled"] == 1
+        assert sent["$exception:unhandled"] == 1
         assert bool(full_content) == (level == "full")
 
 
@@ -274,7 +280,8 @@ def test_lowering_the_level_purges_what_is_queued_above_it(state_dir: Path, capt
     assert [m["event"] for m in queued_messages(state_dir)] == ["file_opened", "$exception", "$exception"]
     telemetry.set_level("crash")
     remaining = queued_messages(state_dir)
-    assert len(remaining) == 1 and remaining[0]["properties"]["error_type"] == "OSError"
+    assert len(remaining) == 1
+    assert remaining[0]["properties"]["error_type"] == "OSError"
     assert telemetry.status().drops["level_lowered"] == 3
     assert telemetry.status().level == "crash"
     telemetry.shutdown(timeout=0.5)
@@ -302,11 +309,13 @@ def test_set_level_off_opts_out_and_bad_names_are_refused(state_dir: Path, captu
     with pytest.raises(ValueError, match="off, crash, error, usage, full"):
         telemetry.set_level("verbose")
     telemetry.set_level("off")
-    assert not telemetry.enabled and telemetry.level == "off"
+    assert not telemetry.enabled
+    assert telemetry.level == "off"
     assert queued_messages(state_dir) == []
     assert (state_dir / "opted-out").exists()
     telemetry.set_level("error")
-    assert telemetry.enabled and telemetry.level == "error"
+    assert telemetry.enabled
+    assert telemetry.level == "error"
 
 
 @pytest.mark.parametrize(
@@ -368,10 +377,12 @@ def test_archive_day_files_past_retention_are_removed_and_counted(state_dir: Pat
     assert telemetry.flush(5.0)  # the uploader's export applies the retention
     left = sorted(p.name for p in archive.iterdir())
     assert [n for n in left if n.endswith(".jsonl") and n[:10] in old] == []
-    assert {f"{n}.jsonl" for n in young} <= set(left) and "notes.txt" in left
+    assert {f"{n}.jsonl" for n in young} <= set(left)
+    assert "notes.txt" in left
     report = telemetry.status()
     assert report.archive_pruned is not None
-    assert report.archive_pruned["files"] == 3 and report.archive_pruned["events"] == 6
+    assert report.archive_pruned["files"] == 3
+    assert report.archive_pruned["events"] == 6
     telemetry.shutdown()
 
 
