@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,9 +52,11 @@ def capture() -> Iterator[CaptureServer]:
         yield server
 
 
-def make(state_dir: Path, capture: CaptureServer, **overrides: object) -> Analytics:
+def make(
+    state_dir: Path, capture: CaptureServer, clock: Callable[[], float] = time.time, **overrides: object
+) -> Analytics:
     config = TelemetryConfig.from_env({}, state_dir=state_dir, endpoint=capture.url, token=TOKEN, **overrides)
-    return Analytics(config, events=[FileOpened, FeedbackGiven])
+    return Analytics(config, clock=clock, events=[FileOpened, FeedbackGiven])
 
 
 def by_event(server: CaptureServer, name: str) -> list[dict[str, object]]:
@@ -200,9 +202,7 @@ SESSION_EVENTS = {
 }
 
 
-def run_demo_session(telemetry: Analytics, *, crash_state: Path | None = None) -> None:
-    clock = SimulatedClock()
-    telemetry._clock = clock  # the demo drives the adapter on its own clock
+def run_demo_session(telemetry: Analytics, clock: SimulatedClock) -> None:
     simulate_session(telemetry, clock, seed=3)
     telemetry.emit(FileOpened(path="/tmp/x", size_bytes=1))
     telemetry.emit(FeedbackGiven(comment="nice", transcript="full text"))
@@ -231,10 +231,10 @@ def test_each_level_sends_exactly_its_events(
 ) -> None:
     state_dir.mkdir(parents=True)
     crashed_session(state_dir)
-    telemetry = make(state_dir, capture, level=level)
+    clock = SimulatedClock()  # the demo's story moves on its own clock
+    telemetry = make(state_dir, capture, clock, level=level)
     assert telemetry.level == level
-    telemetry.start()
-    run_demo_session(telemetry)
+    run_demo_session(telemetry, clock)
     try:
         raise RuntimeError("boom")
     except RuntimeError as exc:
