@@ -163,7 +163,7 @@ def test_a_state_folder_with_a_nul_character_is_a_named_config_problem(
 ) -> None:
     # No file system takes such a name: before, every emit logged an internal error, events were
     # counted nowhere, and status() raised into the app.
-    with pytest.raises(ConfigError, match="TELEMETRY_DIR.*NUL"):
+    with pytest.raises(ConfigError, match=r"TELEMETRY_DIR.*NUL"):
         TelemetryConfig.from_env({"TELEMETRY_DIR": "data\x00dir"}, strict=True)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     with caplog.at_level(logging.WARNING):
