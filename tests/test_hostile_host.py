@@ -416,9 +416,10 @@ READ_ONLY_APP = """
     for n in range(40):
         telemetry.emit(events.ToolCall(tool_name="n%%d" %% n, duration_ms=n, success=True))
     flushed = telemetry.flush(timeout=5)
-    drops = telemetry.status().drops
+    report = telemetry.status()
     telemetry.shutdown(timeout=1)
-    print(json.dumps({"flushed": flushed, "drops": {k: v for k, v in drops.items() if v}}))
+    print(json.dumps({"flushed": flushed, "drops": {k: v for k, v in report.drops.items() if v},
+                      "queued": report.queue_depth}))
 """
 
 
@@ -432,7 +433,7 @@ def test_a_read_only_state_folder_still_delivers_everything(tmp_path: Path) -> N
         result = run_elsewhere(READ_ONLY_APP % (str(state), server.url, TOKEN), read_only=state)
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
-        assert report == {"flushed": True, "drops": {}}, result.stderr
+        assert report == {"flushed": True, "drops": {}, "queued": 0}, result.stderr
         received = sorted(spans(server.events))
         assert received == list(range(40))  # from memory: the queue on disk could not be written
         assert [e["event"] for e in server.events].count("session_started") == 1
@@ -443,12 +444,15 @@ def test_a_read_only_state_folder_with_the_server_down_counts_what_it_loses(tmp_
     state = tmp_path / "state"
     state.mkdir()
     result = run_elsewhere(READ_ONLY_APP % (str(state), "http://127.0.0.1:9", TOKEN), read_only=state)
-    if True:
-        assert result.returncode == 0, result.stderr
-        report = json.loads(result.stdout)
-        assert report["flushed"] is False
-        # 40 tool calls and the session's start and end: none stored, none sent, all counted.
-        assert "42 events could neither be stored nor delivered" in result.stderr
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["flushed"] is False
+    # Before shutdown: the session's start and 40 tool calls, none delivered, all waiting in memory
+    # (the identity: emitted 41 = delivered 0 + drops 0 + queued 41).
+    assert report["drops"] == {}
+    assert report["queued"] == 41, result.stdout
+    # At exit, with the session's end: none stored, none sent, all counted where it can be.
+    assert "42 events could neither be stored nor delivered" in result.stderr
 
 
 # -- 9. a damaged queue file -------------------------------------------------------------------------
