@@ -203,6 +203,9 @@ class TelemetryConfig(BaseModel):
     def _check_state_dir(cls, value: Path | None) -> Path | None:
         if value is None:
             return None
+        if "\x00" in str(value):
+            # No file system takes such a name: every later mkdir and open would raise.
+            raise ValueError("a path cannot hold a NUL character")
         return Path(os.path.expanduser(str(value))).absolute()
 
     @field_validator("app_version")
@@ -379,14 +382,18 @@ ENV_VARS: Final[dict[str, str]] = {
 _SECRET_FIELDS: Final = frozenset({"token", "machine_id", "sentry_dsn"})
 
 
+_SHOWN_CHARS: Final = 80
+
+
 def _masked(field: str, values: Mapping[str, Any]) -> str:
     value = values.get(field)
     text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     if field in _SECRET_FIELDS:
         return mask_secret(text)
     if field == "endpoint":
-        return mask_url_credentials(text)
-    return text
+        text = mask_url_credentials(text)
+    # A warning is one readable line, whatever was put in the variable.
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
 
 
 def mask_secret(text: str) -> str:

@@ -203,6 +203,25 @@ def huge_length(conn: socket.socket, server: RawServer) -> None:
         conn.sendall(block)
 
 
+def endless_interim(conn: socket.socket, server: RawServer) -> None:
+    """``100 Continue`` after ``100 Continue``, never a final answer (a client skips interim answers)."""
+    if server.read_request(conn, bytearray()) is None:
+        return
+    while not server.stopped.is_set():
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def endless_headers(conn: socket.socket, server: RawServer) -> None:
+    """A status line, then short header lines as fast as the client takes them, never a blank line."""
+    if server.read_request(conn, bytearray()) is None:
+        return
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    for n in itertools.count():
+        if server.stopped.is_set():
+            return
+        conn.sendall(b"X-Header-%d: a\r\n" % n)
+
+
 def blackhole(conn: socket.socket, server: RawServer) -> None:
     """Accept, read whatever comes, never answer."""
     while server.recv(conn):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from analytics import ConfigError, TelemetryConfig
+from analytics import Analytics, ConfigError, TelemetryConfig, events
 
 
 def test_defaults_are_enabled_and_private() -> None:
@@ -156,3 +156,29 @@ def test_config_is_frozen() -> None:
     config = TelemetryConfig()
     with pytest.raises(ValidationError):
         config.enabled = False  # type: ignore[misc]
+
+
+def test_a_state_folder_with_a_nul_character_is_a_named_config_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No file system takes such a name: before, every emit logged an internal error, events were
+    # counted nowhere, and status() raised into the app.
+    with pytest.raises(ConfigError, match=r"TELEMETRY_DIR.*NUL"):
+        TelemetryConfig.from_env({"TELEMETRY_DIR": "data\x00dir"}, strict=True)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    with caplog.at_level(logging.WARNING):
+        config = TelemetryConfig.from_env({}, state_dir="data\x00dir")
+    assert "NUL" in caplog.text
+    assert config.resolved_state_dir.is_relative_to(tmp_path / "xdg")
+    telemetry = Analytics(config)
+    telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    report = telemetry.status()
+    telemetry.shutdown(timeout=1)
+    assert report.queue_depth + sum(report.drops.values()) == 1
+
+
+def test_a_huge_bad_value_is_shown_in_one_short_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        TelemetryConfig.from_env({"TELEMETRY_APP_VERSION": "x" * 100_000})
+    (warning,) = [r.getMessage() for r in caplog.records if "TELEMETRY_APP_VERSION" in r.getMessage()]
+    assert len(warning) < 300

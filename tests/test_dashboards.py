@@ -5,6 +5,7 @@ asked for, unstable list order, scopes and projects enforced."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -413,3 +414,27 @@ def test_every_exported_insight_names_its_axes() -> None:
             "formatting": {"style": "number", "decimalPlaces": 3},
         },
     }
+
+
+# What each chart is about, written from the metric's title rather than read back from the code:
+# the first y series PostHog plots must be this column, and the query must select it.
+VALUE_COLUMNS = {
+    "sessions_per_day": "sessions",
+    "sessions_per_week": "sessions",
+    "proposal_outcomes": "approval_rate",
+    "review_time": "p50_ms",
+    "chat_latency_by_model": "p50_s",
+    "tool_failure_rate": "failure_rate",
+    "errors_by_type": "errors",
+    "crash_free_sessions": "crash_free_rate",
+    "weekly_active_installs": "installs",
+}
+
+
+def test_each_charts_first_y_series_is_the_metrics_own_value() -> None:
+    exported = export_payloads()["insights"]
+    assert {m.key for m in METRICS} == set(VALUE_COLUMNS)
+    for metric, insight in zip(METRICS, exported, strict=True):
+        expected = VALUE_COLUMNS[metric.key]
+        assert insight["query"]["chartSettings"]["yAxis"][0]["column"] == expected, metric.key
+        assert re.search(rf"\bAS {expected}\b", insight["query"]["source"]["query"]), metric.key

@@ -99,6 +99,10 @@ HOSTILE = {
     "503 on every batch": hs.answer(503, b"transient error, please retry"),
     "HTML 200 (captive portal)": hs.answer(200, b"<html>Hotel Wi-Fi</html>", {"Content-Type": "text/html"}),
     "301 redirect": hs.redirect(301, "http://127.0.0.1:9/batch/"),
+    "308 redirect": hs.redirect(308, "http://127.0.0.1:9/batch/"),
+    "503 with Retry-After a day": hs.answer(503, b"busy", {"Retry-After": "86400"}),
+    "endless 100 Continue": hs.endless_interim,
+    "endless header lines": hs.endless_headers,
 }
 
 
@@ -184,7 +188,11 @@ print(json.dumps({"flushed": flushed, "flush_took": flush_took, "shutdown_took":
 """
 
 
-@pytest.mark.parametrize("behaviour", [hs.endless_chunked, hs.endless_body, hs.huge_length], ids=hs.describe)
+@pytest.mark.parametrize(
+    "behaviour",
+    [hs.endless_chunked, hs.endless_body, hs.huge_length, hs.endless_headers, hs.endless_interim],
+    ids=hs.describe,
+)
 def test_an_endless_answer_neither_holds_the_deadline_nor_grows_memory(
     tmp_path: Path, behaviour: hs.Behaviour
 ) -> None:

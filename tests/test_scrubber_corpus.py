@@ -170,6 +170,24 @@ def test_the_issues_false_positives_stay_as_they_are() -> None:
     assert ROOT.scrub_text("root cause") == "root cause"
 
 
+def test_llm_providers_ids_stay_but_a_secret_with_their_prefix_does_not() -> None:
+    # An agent app's errors are full of these ids; the entropy fallback used to eat them.
+    ids = [
+        "req_011CTGzAsTV2Qb3hZ8cJvKdN",
+        "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "toolu_01A09q90qw90lq917835lq9Kz",
+        "chatcmpl-AbCdEf1234567890GhIjKlMnOpQr",
+        "file-BK7bzQj3FfZFXr7DbL6xJwfo",
+        "call_Ab3dEf6hIj9kLm2nOp5qRs8t",
+    ]
+    for provider_id in ids:
+        line = f"request failed ({provider_id})"
+        assert BOB.scrub_text(line) == line
+        # Under a secret's name, or as the value of an auth header, it is still a secret.
+        assert provider_id not in BOB.scrub_text(f"API_KEY={provider_id}")
+        assert provider_id not in BOB.scrub_text(f"Authorization: Bearer {provider_id}")
+
+
 def test_near_misses_are_left_alone() -> None:
     changed = []
     for line in _lines("near_misses.txt"):

@@ -166,7 +166,7 @@ def _scan_spans(text: str, folded: bytes, spans: list[Span]) -> None:
             run = text[at:end]
             head = _BY_HEAD.get(run[:2]) or (_BY_HEAD.get(run[0]) if run[0] in "MNO" else None)
             claimed = head is not None and _claim_prefix(text, run, at, head, spans)
-            if not claimed and end - at >= 20:
+            if not claimed and end - at >= 20 and not run.startswith(rules.PUBLIC_ID_PREFIXES):
                 quote = text[at - 1] if at else ""
                 quoted = quote != "" and quote in "\"'`" and text[end : end + 1] == quote
                 if _looks_random(run, quoted):

@@ -95,12 +95,12 @@ TOKEN_RULES: Final[tuple[TokenRule, ...]] = (
     TokenRule("pulumi_token", ("pul-",), r"pul-[a-f0-9]{40}" + _END),
     TokenRule("octopus_api_key", ("API-",), r"API-[A-Z0-9]{26,}" + _END),
     TokenRule("sonarqube_token", ("squ_", "sqp_", "sqa_"), r"sq[upa]_[a-f0-9]{40}" + _END),
-    TokenRule("terraform_cloud_token", (".atlasv1.",), r"\.atlasv1\.[\w=-]{60,}", lead=r"[a-z0-9]{14}$"),
+    TokenRule("terraform_cloud_token", (".atlasv1.",), r"\.atlasv1\.[\w=-]{60,}", lead=r"[A-Za-z0-9]{14}$"),
     TokenRule("hashicorp_vault_token", ("hvs.", "hvb.", "hvr."), r"hv[sbr]\.[\w-]{24,}"),
     TokenRule(
         "doppler_token",
         ("dp.pt.", "dp.st.", "dp.sa.", "dp.ct.", "dp.scim.", "dp.audit."),
-        r"dp\.[a-z]+\.[A-Za-z0-9]{40,}",
+        r"dp\.(?:st\.[a-z0-9_-]{2,35}\.|[a-z]+\.)[A-Za-z0-9]{40,}",
     ),
     TokenRule("openshift_token", ("sha256~",), r"sha256~[\w-]{43}"),
     TokenRule("prefect_token", ("pnu_",), r"pnu_[A-Za-z0-9]{36}" + _END),
@@ -126,6 +126,23 @@ TOKEN_RULES: Final[tuple[TokenRule, ...]] = (
     TokenRule("postman_api_key", ("PMAK-",), r"PMAK-[a-f0-9]{24}-[a-f0-9]{34}" + _END),
     TokenRule("typeform_token", ("tfp_",), r"tfp_[\w.=-]{40,}"),
     TokenRule("frameio_token", ("fio-u-",), r"fio-u-[\w=-]{64,}"),
+    TokenRule("airtable_pat", ("pat",), r"pat[A-Za-z0-9]{14}\.[a-f0-9]{64}" + _END),
+    TokenRule(
+        "harness_token", ("pat.", "sat."), r"[ps]at\.[\w-]{22}\.[A-Za-z0-9]{24}\.[A-Za-z0-9]{20}" + _END
+    ),
+    TokenRule(
+        "sourcegraph_token",
+        ("sgp_",),
+        r"sgp_(?:(?:[a-fA-F0-9]{16}|local)_)?[a-fA-F0-9]{40}" + _END,
+    ),
+    TokenRule("cloudflare_origin_ca_key", ("v1.0-",), r"v1\.0-[a-f0-9]{24}-[a-f0-9]{146}" + _END),
+    # Short-lived tokens are 130-odd characters and newer ones (sl.u.) much longer.
+    TokenRule("dropbox_token", ("sl.",), r"sl\.[\w=.-]{130,}"),
+    TokenRule(
+        "launchdarkly_key",
+        ("api-", "sdk-", "mob-"),
+        r"(?:api|sdk|mob)-[a-f0-9]{8}-[a-f0-9]{4}-4[a-f0-9]{3}-[a-f0-9]{4}-[a-f0-9]{12}" + _END,
+    ),
     TokenRule("dynatrace_token", ("dt0c01.",), r"dt0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}" + _END),
     TokenRule(
         "age_secret_key", ("AGE-SECRET-KEY-1",), r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}"
@@ -176,6 +193,7 @@ TOKEN_RULES: Final[tuple[TokenRule, ...]] = (
     TokenRule("perplexity_key", ("pplx-",), r"pplx-[A-Za-z0-9]{40,}"),
     TokenRule("replicate_token", ("r8_",), r"r8_[A-Za-z0-9]{30,}"),
     TokenRule("langsmith_key", ("lsv2_pt_", "lsv2_sk_"), r"lsv2_(?:pt|sk)_[a-f0-9]{32}_[a-f0-9]{10}"),
+    TokenRule("elevenlabs_key", ("sk_",), r"sk_[a-f0-9]{48}" + _END),
     # -- observability and data ------------------------------------------------------------
     TokenRule(
         "newrelic_key",
@@ -207,6 +225,30 @@ URL_RULES: Final[tuple[tuple[str, str], ...]] = (
     ("webhook.office.com/", r"[\w-]+\.webhook\.office\.com/webhookb2/[\w@/-]+"),
     ("api.telegram.org/bot", r"api\.telegram\.org/bot\d+:[\w-]+"),
 )
+
+# Ids LLM providers put in every answer and error (OpenAI's, Anthropic's): random-looking, but
+# not credentials, and what a support request needs. The entropy fallback leaves a run starting
+# with one alone; token formats still apply first.
+PUBLIC_ID_PREFIXES: Final = (
+    "req_",
+    "msg_",
+    "toolu_",
+    "srvtoolu_",
+    "msgbatch_",
+    "chatcmpl-",
+    "cmpl-",
+    "resp_",
+    "file-",
+    "asst_",
+    "thread_",
+    "run_",
+    "step_",
+    "call_",
+    "batch_",
+    "ftjob-",
+    "vs_",
+)
+
 
 # -- secret names -----------------------------------------------------------------------------
 # A name that contains one of these anywhere (glued or not) names a secret value.

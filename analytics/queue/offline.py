@@ -105,6 +105,7 @@ class OfflineQueue:
         self._next_retry = 0.0
         self._identity: tuple[int, int] | None = None
         self._disk_problem: str | None = None
+        self._closed = False
         usable = sqlite_is_safe() and self._ensure_folder()
         self.meta = MetaStore(state.meta_dir if usable else None)
         self._damaged: list[Path] = state.damaged_queues() if usable else []
@@ -171,12 +172,29 @@ class OfflineQueue:
 
     def _put_memory(self, record: bytes) -> None:
         with self._lock:
+            if self._closed:
+                self._put_after_close(record)
+                return
             self._memory_key -= 1
             self._memory.append((self._memory_key, record))
             if len(self._memory) > self._memory_limit:
                 key, _record = self._memory.popleft()
                 self._in_flight.discard(key)
                 self.meta.count_drop("disk_unavailable")
+
+    def _put_after_close(self, record: bytes) -> None:
+        """An emit that raced with shutdown: it held this queue when close() ran (or waited on the
+        lock while close() emptied the buffer). No one would ever read this buffer again, so the
+        record goes straight to the queue file, where the next start finds it."""
+        disk: DiskQueue | None = None
+        try:
+            disk = DiskQueue(self._state.queue_dir)
+            disk.put(record)
+        except STORE_ERRORS as exc:
+            logger.warning("telemetry: an event emitted during shutdown could not be stored: %s", exc)
+        finally:
+            if disk is not None:
+                _close_quietly(disk)
 
     def _drain_memory(self, disk: DiskQueue, limit: int, timeout: float = PUT_WAIT_SECONDS) -> None:
         """Write up to ``limit`` memory records to disk, oldest first (not those being sent now).
@@ -532,6 +550,7 @@ class OfflineQueue:
     def close(self) -> None:
         """Write the memory buffer to disk if at all possible; count whatever cannot be."""
         with self._lock:
+            self._closed = True
             disk, self._disk = self._disk, None
             if disk is not None:
                 try:
