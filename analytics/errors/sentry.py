@@ -24,6 +24,12 @@ _DROPPED_KEYS = frozenset(
 )
 
 
+# Set on an exception once reported (by ErrorReporter), so an exception caught, reported, re-raised
+# and then seen again (by an uncaught-exception hook, or by sentry-sdk's own framework integration
+# in a joined client) is not reported a second time.
+REPORTED_MARK = "__analytics_reported__"
+
+
 @dataclass(frozen=True)
 class SentryLink:
     """What the PostHog side needs to point at the Sentry event."""
@@ -130,6 +136,10 @@ class SentryBridge:
         return self._process_event(event, hint)
 
     def _process_event(self, event: Any, hint: dict[str, Any] | None = None) -> Any:
+        if _already_reported(hint):
+            # Ours went out first (with the id PostHog links to); this is a framework
+            # integration's second capture of the same exception (Starlette's, say).
+            return None
         scrubbed = self._scrub(event)
         assert isinstance(scrubbed, dict)
         user = scrubbed.get("user")
@@ -157,6 +167,12 @@ class SentryBridge:
         if isinstance(value, list | tuple):
             return [self._scrub(item, depth + 1) for item in value]
         return value
+
+
+def _already_reported(hint: dict[str, Any] | None) -> bool:
+    exc_info = (hint or {}).get("exc_info")
+    exc = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None
+    return exc is not None and hasattr(exc, REPORTED_MARK)
 
 
 def _existing_client() -> Any:
