@@ -8,7 +8,20 @@
 
 from analytics import events
 from analytics._version import __version__
+from analytics.app_events import AppEvent, Content, EventCatalog, Hashed, HashedPath, Text
 from analytics.client import Analytics
 from analytics.config import ConfigError, TelemetryConfig
 
-__all__ = ["Analytics", "ConfigError", "TelemetryConfig", "__version__", "events"]
+__all__ = [
+    "Analytics",
+    "AppEvent",
+    "ConfigError",
+    "Content",
+    "EventCatalog",
+    "Hashed",
+    "HashedPath",
+    "TelemetryConfig",
+    "Text",
+    "__version__",
+    "events",
+]

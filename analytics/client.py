@@ -9,18 +9,21 @@ through. Nothing is opened, written or started until the first use, and never wh
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from analytics import consent
 from analytics import events as ev
 from analytics._guard import guard
+from analytics.app_events import AppEvent, EventCatalog
 from analytics.config import TelemetryConfig
 from analytics.forksafe import after_fork_in_child
 from analytics.mapping import EventRefused, MappingContext, to_posthog_message
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from analytics.proposals import ProposalClock
     from analytics.queue import OfflineQueue
     from analytics.queue.group_commit import GroupCommitter
+    from analytics.queue.meta import MetaStore
     from analytics.sinks.base import Sink
     from analytics.status import StatusReport
     from analytics.tracing import ChatTurnRecorder, ToolCallSpan
@@ -82,6 +86,7 @@ class Analytics:
         retry_policy: RetryPolicy | None = None,
         upload_interval: float = 1.0,
         sink: Sink | None = None,
+        events: Iterable[type[AppEvent]] = (),
     ) -> None:
         # Strict mode's ConfigError is meant for the developer; anything else must not reach the app.
         self.config = config if config is not None else TelemetryConfig.from_env()
@@ -102,6 +107,15 @@ class Analytics:
         self._pid = os.getpid()
         self._disabled_reason: str | None = "telemetry could not be set up (see the log)"
         self._enabled = False
+        self._catalog = EventCatalog()
+        self._event_models = self._catalog.as_mapping()
+        self._level = "off"
+        # The user the app identified (``identify()``), read from the state folder with the runtime.
+        self._identified: str | None = None
+        if events:
+            # An app event that cannot be registered is the developer's mistake: loud, like a bad
+            # argument, rather than events silently counted as unknown for ever.
+            self.register_events(*events)
         with guard("Analytics()"):
             if self.config.group_commit_ms:
                 from analytics.queue.group_commit import GroupCommitter
@@ -112,6 +126,9 @@ class Analytics:
                 reason = StateFolder(self.config.resolved_state_dir).opt_out_reason()
             self._disabled_reason = reason
             self._enabled = reason is None
+            if self._enabled:
+                saved = consent.read_saved_level(self.config.resolved_state_dir)
+                self._level = consent.effective_level(self.config.telemetry_level, saved)
         after_fork_in_child(self, Analytics._after_fork)
 
     def _after_fork(self) -> None:
@@ -148,6 +165,33 @@ class Analytics:
         runtime = self._runtime
         return runtime.context.distinct_id if runtime is not None else None
 
+    @property
+    def user_id(self) -> str | None:
+        """The user ``identify()`` named (this run or an earlier one, until ``reset()``), or None."""
+        with guard("user_id"):
+            if self._enabled:
+                self._runtime or self._ensure_runtime()
+        return self._identified if self._enabled else None
+
+    @property
+    def level(self) -> str:
+        """The consent level in force: ``off``, ``crash``, ``error``, ``usage`` or ``full``."""
+        return self._level if self._enabled else "off"
+
+    @property
+    def events(self) -> EventCatalog:
+        """The events this instance accepts: the built-in catalog and the app's registered ones."""
+        return self._catalog
+
+    def register_events(self, *models: type[AppEvent]) -> None:
+        """Accept the app's own events (``AppEvent`` subclasses) by their class name.
+
+        Raises :class:`analytics.app_events.EventRegistrationError` for a model without a PostHog
+        name or whose name is taken: that is the app's code, and it should fail where it is written.
+        """
+        self._catalog.register(*models)
+        self._event_models = self._catalog.as_mapping()
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -169,6 +213,7 @@ class Analytics:
         with guard("start: session"):
             machine_id = self.config.machine_id
             hashed = runtime.identity.keyed_hash(machine_id.get_secret_value()) if machine_id else None
+            self._session.started_at = self._clock()
             self._append(session_start_event(self.config.app_version, hashed))
             self._open_marker(runtime)
         with guard("start: uploader"):
@@ -215,8 +260,8 @@ class Analytics:
         """Report ``exc`` to Sentry (when configured) and to PostHog as ``$exception``, linked by
         the Sentry event id, which is returned. Never raises; reporting one exception twice is a no-op.
         """
-        if not self._enabled:
-            return None
+        if not self._enabled or consent.RANK[self._level] < consent.ERROR:
+            return None  # at level crash only uncaught exceptions are reported, to Sentry neither
         event_id: str | None = None
         with guard("capture_exception"):
             event_id = self._ensure_errors().report(exc, context, handled=True)
@@ -268,7 +313,7 @@ class Analytics:
             with self._lock:
                 started, self._started = self._started, False
             if started and os.getpid() == self._pid:
-                self._append(self._session.end_event("shutdown"))
+                self._append(self._session.end_event("shutdown", self._clock()))
                 self._close_marker()
                 atexit.unregister(self._at_exit)
             if self._hooks is not None:
@@ -329,6 +374,120 @@ class Analytics:
                 self._enabled = self._disabled_reason is None
                 if self._enabled:
                     self._session = Session()
+                    saved = consent.read_saved_level(state.root)
+                    self._level = consent.effective_level(self.config.telemetry_level, saved)
+
+    # -- consent level and identity (analytics.consent, analytics.identity) ---------------------
+
+    def set_level(self, level: str) -> None:
+        """Change the consent level at run time; kept in the state folder for the next start.
+
+        ``off`` is ``set_enabled(False)``; a level above ``off`` while off opts back in (unless the
+        environment says off). Lowering it deletes the queued events above the new level, counted
+        as ``level_lowered``. A name that is not a level raises ``ValueError`` (an explicit call
+        with a wrong value is the app's bug, not the user's environment).
+        """
+        name = consent.parse_level(level)
+        with guard("set_level"):
+            if name == "off":
+                self.set_enabled(False)
+                return
+            if not self._enabled:
+                self.set_enabled(True)
+                if not self._enabled:
+                    return  # TELEMETRY_ENABLED=0 or DO_NOT_TRACK: the environment's off wins
+            self._apply_level(name)
+
+    def identify(self, user_id: str, properties: Mapping[str, Any] | None = None) -> None:
+        """From now on, events are ``user_id``'s; PostHog merges the install's anonymous history
+        into that person (``$identify`` with ``$anon_distinct_id``). ``properties`` are set on the
+        person (``$set``), scrubbed like any value. Kept across restarts until :meth:`reset`.
+
+        An id PostHog would refuse (empty, ``anonymous``, ``null``...) is ignored with a warning
+        (raises ``ValueError`` in strict mode).
+        """
+        from analytics.privacy.identity import illegal_distinct_id_reason
+
+        problem = illegal_distinct_id_reason(user_id) if isinstance(user_id, str) else "not a string"
+        if problem is not None and self.config.strict:
+            raise ValueError(f"identify(): {problem}")
+        if not self._enabled:
+            return
+        with guard("identify"):
+            if problem is not None:
+                logger.warning("telemetry identify() ignored: %s", problem)
+                return
+            self._switch_user(user_id.strip(), properties)
+
+    def reset(self) -> None:
+        """Forget the identified user and start over as a fresh anonymous install id."""
+        if not self._enabled:
+            return
+        with guard("reset"):
+            self._reset_identity()
+
+    def _apply_level(self, name: str) -> None:
+        runtime = self._runtime or self._ensure_runtime()
+        with self._lock:
+            before, self._level = self._level, name
+            runtime.context = dataclasses.replace(runtime.context, full_content=name == "full")
+        consent.save_level(runtime.state.root, name)
+        if consent.RANK[name] < consent.RANK[before]:
+            self._commit_pending()
+            purged = consent.purge_above(runtime.queue, consent.RANK[name], self._catalog)
+            runtime.queue.meta.count_drop(consent.LOWERED_REASON, purged)
+
+    def _switch_user(self, user_id: str, properties: Mapping[str, Any] | None) -> None:
+        from analytics.identity import identify_message, save_identified
+        from analytics.mapping import person_properties
+
+        runtime = self._runtime or self._ensure_runtime()
+        with self._lock:
+            if user_id == runtime.context.distinct_id and properties is None:
+                return  # already this user: nothing to merge, nothing to set
+            self._identified = user_id
+            runtime.context = dataclasses.replace(runtime.context, distinct_id=user_id, person_profiles=True)
+        try:
+            save_identified(runtime.state.root, user_id)
+        except OSError as exc:
+            logger.warning("telemetry identified user kept for this run only: %s", exc)
+        if consent.RANK[self._level] < consent.USAGE:
+            return  # merging people is usage analytics; at crash / error only the id changes
+        self._commit_pending()
+        now = self._clock()
+        person = person_properties(session_start_event(self.config.app_version, None))
+        message = identify_message(
+            runtime.context,
+            anon_distinct_id=runtime.identity.install_id,
+            properties=properties,
+            person=person,
+            at=now,
+        )
+        if message is None:
+            runtime.queue.meta.count_drop("oversize")
+            return
+        runtime.queue.put(message)
+
+    def _reset_identity(self) -> None:
+        from analytics.identity import forget_identified
+        from analytics.privacy.identity import InstallIdentity, replace_install_id
+
+        runtime = self._runtime or self._ensure_runtime()
+        self._commit_pending()  # what was emitted before reset() stays the old id's
+        try:
+            identity = replace_install_id(runtime.state.root, runtime.identity)
+        except OSError as exc:
+            import uuid
+
+            logger.warning("telemetry new anonymous id kept for this run only: %s", exc)
+            identity = InstallIdentity(install_id=str(uuid.uuid4()), salt=runtime.identity.salt)
+        forget_identified(runtime.state.root)
+        with self._lock:
+            self._identified = None
+            runtime.identity = identity
+            runtime.context = dataclasses.replace(
+                runtime.context, distinct_id=identity.install_id, person_profiles=False
+            )
 
     # -- emitting ------------------------------------------------------------------------------
 
@@ -343,7 +502,7 @@ class Analytics:
         rejected: ev.InvalidEvent | None = None
         with guard("emit"):
             try:
-                domain_event = ev.parse_event(event, payload)
+                domain_event = ev.parse_event(event, payload, self._event_models)
             except ev.InvalidEvent as exc:
                 if self.config.strict:
                     rejected = exc
@@ -373,6 +532,9 @@ class Analytics:
     ) -> bytes | None:
         """The event's final message, or None when it is refused. Every refusal is counted, and so
         is a bug of ours on the way (``internal_error``), before the guard reports it."""
+        if consent.event_rank(domain_event) > consent.RANK[self._level]:
+            runtime.queue.meta.count_drop(consent.FILTERED_REASON)
+            return None
         try:
             domain_event = self._with_review_time(runtime, domain_event, at)
             return to_posthog_message(domain_event, runtime.context, at=at, session_id=session_id)
@@ -437,6 +599,7 @@ class Analytics:
             self.config,
             disabled_reason=self._disabled_reason,
             queue=runtime.queue if runtime is not None else None,
+            level=self.level,
         )
 
     def _ensure_runtime(self) -> _Runtime:
@@ -449,25 +612,34 @@ class Analytics:
             config = self.config
             state = StateFolder(config.resolved_state_dir)
             identity = _identity_or_ephemeral(state)
-            queue = OfflineQueue(
+            from analytics.identity import read_identified
+
+            self._identified = read_identified(state.root)
+            queue_type = OfflineQueue
+            if config.debug:
+                from analytics.debug import EchoingQueue
+
+                queue_type = EchoingQueue
+            queue = queue_type(
                 state,
                 QueueBounds(config.max_queue_events, config.max_queue_bytes, config.max_event_age_seconds),
                 clock=self._clock,
                 on_recreated=lambda: _restore_quietly(state, identity),
             )
             context = MappingContext(
-                distinct_id=config.user_id or identity.install_id,
+                distinct_id=self._identified or config.user_id or identity.install_id,
                 session_id=self._session.id,
                 app_version=config.app_version,
                 environment=config.environment,
-                full_content=config.full_content,
+                full_content=self._level == "full",
                 geoip_disable=not config.geoip,
                 hash_path=identity.hash_path,
                 scrubber=Scrubber.for_this_machine(),
                 max_value_chars=config.max_value_chars,
                 max_content_chars=config.max_content_chars,
                 max_event_bytes=config.max_event_bytes,
-                person_profiles=config.user_id is not None,
+                person_profiles=(self._identified or config.user_id) is not None,
+                hash_value=identity.keyed_hash,
             )
             self._runtime = _Runtime(state, identity, queue, context, _proposal_clock(state, config))
             return self._runtime
@@ -502,8 +674,10 @@ class Analytics:
             sink, unavailable = (
                 (self._sink_override, None)
                 if self._sink_override is not None
-                else _make_sink(self.config, state, self._clock)
+                else _make_sink(self.config, state, self._clock, runtime.queue.meta)
             )
+            if sink is not None:
+                _clear_config_pause(runtime.queue.meta)
             self._uploader = Uploader(
                 runtime.queue,
                 sink,
@@ -557,17 +731,31 @@ class Analytics:
 
 
 def _make_sink(
-    config: TelemetryConfig, state: StateFolder, clock: Callable[[], float]
+    config: TelemetryConfig, state: StateFolder, clock: Callable[[], float], meta: MetaStore
 ) -> tuple[Sink | None, str | None]:
     """PostHog when a host is configured, else the local archive; (None, why) when it cannot work."""
-    from analytics.sinks.archive import ArchiveSink
+    from analytics.sinks.archive import ArchiveRetention, ArchiveSink, record_pruned
     from analytics.sinks.posthog import PostHogSink
 
     if config.endpoint:
         if config.token is None:
             return None, "TELEMETRY_ENDPOINT is set but TELEMETRY_TOKEN is not"
         return PostHogSink(config.endpoint, config.token.get_secret_value(), now=clock), None
-    return ArchiveSink(state.archive_dir), None
+    retention = ArchiveRetention(config.archive_days, config.archive_max_bytes)
+    return ArchiveSink(
+        state.archive_dir,
+        retention=retention,
+        now=clock,
+        on_pruned=lambda pruned: record_pruned(meta, pruned),
+    ), None
+
+
+def _clear_config_pause(meta: MetaStore) -> None:
+    """A pause without an HTTP status was caused by the configuration (a host without a token);
+    with a usable sink now, it no longer holds (``analytics doctor`` would keep reporting it)."""
+    paused = meta.fact("paused")
+    if isinstance(paused, dict) and paused.get("status") is None:
+        meta.set_fact("paused", None)
 
 
 def _proposal_clock(state: StateFolder, config: TelemetryConfig) -> ProposalClock | None:

@@ -104,6 +104,14 @@ class TelemetryConfig(BaseModel):
     user_id: str | None = Field(None, description="Explicit distinct_id; otherwise a random install id.")
     machine_id: SecretStr | None = Field(None, description="Machine id; only ever sent as a keyed hash.")
     full_content: Flag = Field(False, description="Send prompts, responses, diffs and file contents.")
+    level: str | None = Field(
+        None, description="Consent level: off, crash, error, usage or full (see analytics.consent)."
+    )
+    debug: Flag = Field(False, description="Also write every queued message to stderr, byte for byte.")
+    archive_days: float = Field(90.0, gt=0, description="Local archive: day files kept this many days.")
+    archive_max_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="Local archive: oldest day files deleted above this size."
+    )
     state_dir: Path | None = Field(None, description="State folder; default: the platform's data folder.")
     app_name: str = Field("analytics", min_length=1, description="Names the default state folder.")
     app_version: str = Field("unknown", description="The host app's version (release in Sentry).")
@@ -136,6 +144,15 @@ class TelemetryConfig(BaseModel):
         if isinstance(value, str) and info.field_name != "state_dir" and _SURROGATE.search(value):
             raise ValueError("holds bytes that are not UTF-8 text")
         return value
+
+    @field_validator("level")
+    @classmethod
+    def _check_level(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from analytics.consent import parse_level
+
+        return parse_level(value)
 
     @field_validator("endpoint")
     @classmethod
@@ -216,7 +233,7 @@ class TelemetryConfig(BaseModel):
 
     @property
     def is_enabled(self) -> bool:
-        return self.enabled and not self.do_not_track
+        return self.disabled_reason is None
 
     @property
     def disabled_reason(self) -> str | None:
@@ -225,7 +242,19 @@ class TelemetryConfig(BaseModel):
             return "DO_NOT_TRACK=1"
         if not self.enabled:
             return "TELEMETRY_ENABLED=0"
+        if self.level == "off":
+            return "TELEMETRY_LEVEL=off"
         return None
+
+    @property
+    def telemetry_level(self) -> str:
+        """The consent level the configuration asks for (``analytics.consent`` has the rules):
+        off when disabled, else TELEMETRY_LEVEL, else full with TELEMETRY_FULL_CONTENT=1, else usage."""
+        if self.disabled_reason is not None:
+            return "off"
+        if self.level is not None:
+            return self.level
+        return "full" if self.full_content else "usage"
 
     @property
     def resolved_state_dir(self) -> Path:
@@ -294,6 +323,8 @@ class TelemetryConfig(BaseModel):
             fallback.pop(problem.field, None)
             if problem.field == "enabled":
                 fallback["enabled"] = False  # unreadable consent means no consent
+            if problem.field == "level":
+                fallback["level"] = "off"  # the same for a consent level we cannot read
         return cls.model_validate(fallback)
 
 
@@ -339,6 +370,10 @@ ENV_VARS: Final[dict[str, str]] = {
     "TELEMETRY_MAX_EVENT_AGE_DAYS": "max_event_age_days",
     "TELEMETRY_PROPOSAL_TTL_DAYS": "proposal_ttl_days",
     "TELEMETRY_GROUP_COMMIT_MS": "group_commit_ms",
+    "TELEMETRY_LEVEL": "level",
+    "TELEMETRY_DEBUG": "debug",
+    "TELEMETRY_ARCHIVE_DAYS": "archive_days",
+    "TELEMETRY_ARCHIVE_MAX_BYTES": "archive_max_bytes",
 }
 
 _SECRET_FIELDS: Final = frozenset({"token", "machine_id", "sentry_dsn"})

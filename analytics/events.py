@@ -312,21 +312,31 @@ class InvalidEvent(ValueError):
         super().__init__(f"{event_name}: {detail}")
 
 
-def parse_event(event: DomainEvent | str, payload: Mapping[str, Any] | None = None) -> DomainEvent:
+def parse_event(
+    event: DomainEvent | str,
+    payload: Mapping[str, Any] | None = None,
+    catalog: Mapping[str, type[DomainEvent]] | None = None,
+) -> DomainEvent:
     """A validated catalog event from either form the app may use.
+
+    ``catalog`` is the app's (built-in events plus its registered app events); default: the
+    built-in catalog. An event object of a model the catalog does not hold is ``unknown_event``.
 
     >>> parse_event("ToolCall", {"tool_name": "read_file", "duration_ms": 12, "success": True}).success
     True
     """
+    models = CATALOG if catalog is None else catalog
     if isinstance(event, DomainEvent):
         if payload:
             raise InvalidEvent("invalid_event", event.event_name(), "payload given with an event object")
+        if models.get(event.event_name()) is not type(event):
+            raise InvalidEvent("unknown_event", event.event_name(), "not registered in the event catalog")
         return event
     if not isinstance(event, str):
         raise InvalidEvent("unknown_event", type(event).__name__, "expected an event name or a catalog event")
-    model = CATALOG.get(event)
+    model = models.get(event)
     if model is None:
-        known = ", ".join(CATALOG)
+        known = ", ".join(models)
         name = event if _FIELD_NAME.fullmatch(event) else "<name withheld>"
         raise InvalidEvent("unknown_event", name, f"not in the event catalog (known: {known})")
     if payload is not None and not isinstance(payload, Mapping):

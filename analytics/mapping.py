@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from analytics import events as ev
 from analytics._version import __version__
+from analytics.app_events import AppEvent, Privacy, content_fields, privacy_rules
 from analytics.privacy.caps import TRUNCATION_MARK, Cleaner, fit_to_budget
 from analytics.privacy.scrubber import Scrubber
 
@@ -71,6 +72,8 @@ class MappingContext:
     # True when the distinct id is a person the app named (TELEMETRY_USER_ID): PostHog keeps a
     # person profile for it. An anonymous install's events are sent without one.
     person_profiles: bool = False
+    # Keyed hash of an exact value (app events' ``Hashed`` fields); paths use ``hash_path``.
+    hash_value: Callable[[str], str] | None = None
 
 
 class EventRefused(Exception):
@@ -116,7 +119,10 @@ def to_posthog_message(
     properties = properties_of(event, context)
     exception_list = properties.pop("$exception_list", None)
     cleaner = Cleaner(context.scrubber, context.max_value_chars, context.max_content_chars)
-    properties = cleaner.clean(properties, LONG_PROPERTIES)
+    long_keys = (
+        LONG_PROPERTIES if not isinstance(event, AppEvent) else LONG_PROPERTIES | content_fields(type(event))
+    )
+    properties = cleaner.clean(properties, long_keys)
     if exception_list is not None:
         # Loaded with the first error, not at `import analytics`.
         from analytics.errors.exception_list import scrub_exception_list
@@ -182,8 +188,34 @@ def with_common(properties: dict[str, Any], context: MappingContext, session_id:
 
 def properties_of(event: ev.DomainEvent, context: MappingContext) -> dict[str, Any]:
     """The event's own properties under their PostHog names (before scrubbing)."""
-    mapper = _MAPPERS[type(event)]
+    mapper = _MAPPERS.get(type(event))
+    if mapper is None:
+        if isinstance(event, AppEvent):
+            return app_event_properties(event, context)
+        raise EventRefused("unknown_event", f"{event.event_name()} is not in the event catalog")
     return mapper(event, context)
+
+
+def app_event_properties(event: AppEvent, context: MappingContext) -> dict[str, Any]:
+    """An app event's fields by their privacy rule: hashed ones as their keyed hash (under the
+    field's own name), content only at full content; text is scrubbed by the cleaner after this."""
+    dumped = event.model_dump(mode="json", exclude_none=True)
+    properties: dict[str, Any] = {}
+    for name, rule in privacy_rules(type(event)).items():
+        if name not in dumped:
+            continue
+        value = dumped[name]
+        if rule is Privacy.HASHED or rule is Privacy.HASHED_PATH:
+            hash_value = context.hash_value if rule is Privacy.HASHED else context.hash_path
+            if hash_value is None:  # without a keyed hash the field cannot be sent at all
+                continue
+            properties[name] = hash_value(value if isinstance(value, str) else str(value))
+        elif rule is Privacy.CONTENT:
+            if context.full_content:
+                properties[name] = value
+        else:
+            properties[name] = value
+    return properties
 
 
 # -- one small function per event ----------------------------------------------------------------
@@ -191,6 +223,31 @@ def properties_of(event: ev.DomainEvent, context: MappingContext) -> dict[str, A
 
 def _plain(event: ev.DomainEvent, _: MappingContext) -> dict[str, Any]:
     return event.model_dump(exclude_none=True)
+
+
+def _session_started(event: ev.SessionStart, context: MappingContext) -> dict[str, Any]:
+    properties = event.model_dump(exclude_none=True)
+    if context.person_profiles:
+        # An identified person's profile follows the app (analytics.identity documents these).
+        properties["$set"], properties["$set_once"] = person_properties(event)
+    return properties
+
+
+def person_properties(start: ev.SessionStart) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``($set, $set_once)`` for a session's start: the current facts and the first-seen ones.
+    Nothing personal: versions, OS family and release, CPU architecture."""
+    current = {
+        "app_version": start.app_version,
+        "os": start.os,
+        "os_version": start.os_version,
+        "arch": start.arch,
+    }
+    first = {
+        "first_app_version": start.app_version,
+        "first_os": start.os,
+        "first_os_version": start.os_version,
+    }
+    return current, first
 
 
 def _workspace_selected(event: ev.WorkspaceSelected, context: MappingContext) -> dict[str, Any]:
@@ -341,7 +398,7 @@ def _put(properties: dict[str, Any], key: str, value: Any) -> None:
 
 
 _MAPPERS: Final[dict[type[ev.DomainEvent], Callable[[Any, MappingContext], dict[str, Any]]]] = {
-    ev.SessionStart: _plain,
+    ev.SessionStart: _session_started,
     ev.SessionEnd: _plain,
     ev.WorkspaceSelected: _workspace_selected,
     ev.ChatTurn: _chat_turn,

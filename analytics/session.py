@@ -55,6 +55,9 @@ class Session:
 
     id: str = field(default_factory=uuid7)
     started_monotonic: float = field(default_factory=time.monotonic)
+    # Set by start() from the app's clock: the duration is then measured on the same clock as the
+    # events' timestamps (a demo's simulated clock, a test's), not the process's monotonic one.
+    started_at: float | None = None
     counters: SessionCounters = field(default_factory=SessionCounters)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     marker: SessionMarker | None = field(default=None, repr=False)
@@ -64,13 +67,15 @@ class Session:
             if self.counters.record(event) and self.marker is not None:
                 self.marker.write(self.counters, now)
 
-    def duration_ms(self) -> int:
+    def duration_ms(self, now: float | None = None) -> int:
+        if now is not None and self.started_at is not None:
+            return max(0, int((now - self.started_at) * 1000))
         return int((time.monotonic() - self.started_monotonic) * 1000)
 
-    def end_event(self, end_reason: str) -> ev.SessionEnd:
+    def end_event(self, end_reason: str, now: float | None = None) -> ev.SessionEnd:
         with self.lock:
             return ev.SessionEnd(
-                duration_ms=self.duration_ms(),
+                duration_ms=self.duration_ms(now),
                 end_reason="crash" if end_reason == "crash" else "shutdown",
                 **asdict(self.counters),
             )

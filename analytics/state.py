@@ -37,7 +37,11 @@ OWNED_FOLDERS: Final[dict[str, re.Pattern[str]]] = {
 }
 # A damaged queue set aside: queue.corrupt-<time>-<pid>, laid out like queue/.
 _CORRUPT_QUEUE: Final = re.compile(r"queue\.corrupt-\d+-\d+")
-OWNED_FILES: Final = re.compile(r"install_id|salt|upload\.lock|\.(?:install_id|salt)\.\d+\.[0-9a-f]{8}")
+# consent-level and identified-user: the app's run-time choices (analytics.consent, analytics.identity).
+OWNED_FILES: Final = re.compile(
+    r"install_id|salt|upload\.lock|consent-level|identified-user"
+    r"|\.(?:install_id|salt)\.\d+\.[0-9a-f]{8}|\.(?:consent-level|identified-user)\.\d+"
+)
 
 
 class StateFolder:

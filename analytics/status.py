@@ -36,6 +36,10 @@ class StatusReport:
     paused: dict[str, Any] | None = None
     dead_letters: int = 0
     archived_events: int = 0
+    level: str = "usage"  # the consent level in force (analytics.consent)
+    # Archive retention: day files deleted so far (files, events, bytes, at) and the bounds.
+    archive_pruned: dict[str, Any] | None = None
+    archive_retention: dict[str, Any] | None = None
     problem: str | None = None  # every problem below, in one line
     problems: tuple[str, ...] = ()
 
@@ -53,6 +57,7 @@ def build_status(
     disabled_reason: str | None,
     queue: OfflineQueue | None = None,
     check_integrity: bool = False,
+    level: str | None = None,
 ) -> StatusReport:
     """Report on ``config``'s state folder, through a live ``queue`` or by opening it to read.
 
@@ -65,6 +70,12 @@ def build_status(
     state = StateFolder(config.resolved_state_dir)
     if disabled_reason is None:
         disabled_reason = state.opt_out_reason()
+    if disabled_reason is not None:
+        level = "off"
+    elif level is None:
+        from analytics.consent import effective_level, read_saved_level
+
+        level = effective_level(config.telemetry_level, read_saved_level(state.root))
     problems: list[str] = []
     try:
         if queue is not None:
@@ -78,6 +89,7 @@ def build_status(
         stats, facts = QueueStats(0, 0, None, "unreadable", {}), {}
         problems.append(f"state folder unreadable: {getattr(exc, 'strerror', None) or exc}")
     problems.extend(stats.problems)
+    facts["paused"] = _current_pause(facts.get("paused"), config)
     stalled = _stalled(stats.depth, stats.oldest_age_seconds, facts)
     if stalled:
         problems.append(stalled)
@@ -98,9 +110,26 @@ def build_status(
         paused=facts.get("paused"),
         dead_letters=_quietly(_count_dead_letters, state),
         archived_events=_quietly(count_archived, state),
+        level=level,
+        archive_pruned=facts.get("archive_pruned"),
+        archive_retention={"days": config.archive_days, "max_bytes": config.archive_max_bytes},
         problem="; ".join(problems) or None,
         problems=tuple(problems),
     )
+
+
+def _current_pause(paused: Any, config: TelemetryConfig) -> dict[str, Any] | None:
+    """The pause record, unless the configuration that caused it has been fixed since.
+
+    A pause without an HTTP status was ours (a host without a token): it is recorded when a cycle
+    finds no usable sink and only cleared by a delivery, so once the token is set (or the host
+    unset) it would otherwise be reported until the app runs again and delivers something.
+    """
+    if not isinstance(paused, dict):
+        return None
+    if paused.get("status") is None and (config.token is not None or not config.endpoint):
+        return None
+    return paused
 
 
 def _stalled(depth: int, oldest_age: float | None, facts: dict[str, Any]) -> str | None:
@@ -118,7 +147,7 @@ def _quietly(count: Callable[[StateFolder], int], state: StateFolder) -> int:
 
 
 def _facts(meta: MetaStore) -> dict[str, Any]:
-    return {key: meta.fact(key) for key in ("last_delivery", "last_error", "paused")}
+    return {key: meta.fact(key) for key in ("last_delivery", "last_error", "paused", "archive_pruned")}
 
 
 def _count_dead_letters(state: StateFolder) -> int:

@@ -141,3 +141,24 @@ def _read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
     finally:
         tmp.unlink(missing_ok=True)
     return path.read_bytes().strip()
+
+
+def replace_install_id(folder: Path, identity: InstallIdentity) -> InstallIdentity:
+    """A fresh install id (``reset()``: the next events are a new anonymous visitor); the salt is kept.
+
+    Written atomically; a folder that refuses keeps the new id for this process only.
+    """
+    fresh = InstallIdentity(install_id=str(uuid.uuid4()), salt=identity.salt)
+    tmp = folder / f".{INSTALL_ID_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, fresh.install_id.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, folder / INSTALL_ID_FILE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return fresh

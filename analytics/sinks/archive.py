@@ -3,16 +3,26 @@
 Date-partitioned JSONL files in ``<state>/archive`` (``2026-11-25.jsonl``, by the event's UTC
 date), one message per line, exactly as it would have been sent. Delivery is at-least-once, so a
 crash between writing and acknowledging may repeat a line; readers deduplicate by ``uuid``.
+
+Retention (as the seed's collector "purges after a configurable period"): day files older than
+``TELEMETRY_ARCHIVE_DAYS`` (90) are deleted, then the oldest ones while the archive is larger than
+``TELEMETRY_ARCHIVE_MAX_BYTES`` (256 MiB); the file being written to is always kept. The uploader's
+thread does it, through this sink, on its first export and then at most hourly; each deletion is
+counted (files, events, bytes) and ``analytics status`` shows the total.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from analytics.sinks.base import ExportResult, Outcome
 from analytics.state import make_private_dir
@@ -22,11 +32,42 @@ from analytics.state import make_private_dir
 _TIMESTAMP_KEY = b'"timestamp":"'
 
 
+_DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl")
+# Retention runs at the first export, then at most this often: a day file ages by days, not seconds.
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class ArchiveRetention:
+    days: float = 90.0
+    max_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """Day files deleted by one retention pass."""
+
+    files: int
+    events: int
+    bytes: int
+
+
 class ArchiveSink:
     name = "archive"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        retention: ArchiveRetention | None = None,
+        now: Callable[[], float] = time.time,
+        on_pruned: Callable[[Pruned], None] | None = None,
+    ) -> None:
         self.folder = folder
+        self.retention = retention or ArchiveRetention()
+        self._now = now
+        self._on_pruned = on_pruned
+        self._next_prune = 0.0  # monotonic
 
     def export(self, batch: Sequence[bytes], timeout: float) -> ExportResult:
         by_day: dict[str, list[bytes]] = defaultdict(list)
@@ -38,7 +79,17 @@ class ArchiveSink:
                 _append(self.folder / f"{day}.jsonl", records)
         except OSError as exc:
             return ExportResult(Outcome.RETRY, detail=f"archive not writable: {exc.strerror or exc}")
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+            self.prune()
         return ExportResult(Outcome.SUCCESS)
+
+    def prune(self) -> Pruned:
+        """Apply the retention now; the deletions are reported to ``on_pruned`` (when any)."""
+        pruned = prune_archive(self.folder, self.retention, self._now())
+        if pruned.files and self._on_pruned is not None:
+            self._on_pruned(pruned)
+        return pruned
 
     def shutdown(self) -> None:
         return None
@@ -88,3 +139,71 @@ def read_archive(folder: Path) -> Iterator[dict[str, Any]]:
                 if isinstance(uuid, str) and uuid not in seen:
                     seen.add(uuid)
                     yield message
+
+
+def prune_archive(folder: Path, retention: ArchiveRetention, now: float) -> Pruned:
+    """Delete day files past ``retention`` (by their date, against ``now``), then the oldest while
+    the rest is over the byte bound. Only our own ``YYYY-MM-DD.jsonl`` files are ever touched."""
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder) if entry.is_file(follow_symlinks=False))
+    except OSError:
+        return Pruned(0, 0, 0)
+    days = [name for name in names if _DAY_FILE.fullmatch(name)]
+    cutoff = (datetime.fromtimestamp(now, timezone.utc) - timedelta(days=retention.days)).date().isoformat()
+    sizes = {name: _size(folder / name) for name in days}
+    doomed = [name for name in days[:-1] if name[:10] < cutoff]
+    if days and days[-1][:10] < cutoff:
+        doomed.append(days[-1])  # even the newest, when the app has not run for the whole period
+    total = sum(size for name, size in sizes.items() if name not in doomed)
+    for name in days[:-1]:
+        if total <= retention.max_bytes:
+            break
+        if name not in doomed:
+            doomed.append(name)
+            total -= sizes[name]
+    files = events = size = 0
+    for name in doomed:
+        path = folder / name
+        lines = _count_lines(path)
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        files, events, size = files + 1, events + lines, size + sizes[name]
+    return Pruned(files, events, size)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for _ in handle)
+    except OSError:
+        return 0
+
+
+class FactStore(Protocol):
+    def fact(self, key: str, default: Any = None) -> Any: ...
+
+    def set_fact(self, key: str, value: Any) -> None: ...
+
+
+def record_pruned(facts: FactStore, pruned: Pruned) -> None:
+    """Add one retention pass to the running total ``analytics status`` shows."""
+    total = facts.fact("archive_pruned")
+    total = total if isinstance(total, dict) else {}
+    facts.set_fact(
+        "archive_pruned",
+        {
+            "files": int(total.get("files", 0)) + pruned.files,
+            "events": int(total.get("events", 0)) + pruned.events,
+            "bytes": int(total.get("bytes", 0)) + pruned.bytes,
+            "at": time.time(),
+        },
+    )

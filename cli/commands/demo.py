@@ -25,6 +25,9 @@ def demo(json_output: JsonOption = False, state_dir: StateDirOption = None) -> N
     clock = SimulatedClock()
     telemetry = Analytics(config, clock=clock)
     emitted = simulate_session(telemetry, clock, seed=7) + 2  # plus SessionStart and SessionEnd
+    # The story ends now: the session lasted the quarter of an hour the clock simulated (its
+    # SessionEnd says so), and the delivery that follows is stamped with the real time.
+    clock.catch_up()
     session_id = telemetry.session_id
     telemetry.shutdown(timeout=10.0)  # SessionEnd, then delivery within 10 s
     report = build_status(config, disabled_reason=None)
@@ -68,6 +71,10 @@ class SimulatedClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def catch_up(self) -> None:
+        """Jump to the real time (never back)."""
+        self.now = max(self.now, time.time())
 
 
 def simulate_session(telemetry: Analytics, clock: SimulatedClock, *, seed: int) -> int:

@@ -23,6 +23,7 @@ def status(json_output: JsonOption = False, state_dir: StateDirOption = None) ->
         "Telemetry status",
         [
             ("enabled", report.enabled if report.enabled else f"no ({report.disabled_reason})"),
+            ("level", report.level),
             ("state folder", report.state_dir + ("" if report.state_dir_exists else " (not created yet)")),
             ("destination", report.posthog_host or "local archive (no TELEMETRY_ENDPOINT)"),
             ("queued events", report.queue_depth),
@@ -34,10 +35,19 @@ def status(json_output: JsonOption = False, state_dir: StateDirOption = None) ->
             ("paused", _paused(report.paused)),
             ("dead letters", report.dead_letters),
             ("archived events", report.archived_events if report.destination == "archive" else "-"),
+            ("archive retention", _retention(report.archive_retention, report.archive_pruned)),
         ]
         + ([("problem", report.problem)] if report.problem else []),
     )
     emit_table("Dropped events", ["reason", "count"], sorted(report.drops.items()))
+
+
+def _retention(bounds: dict[str, Any] | None, pruned: dict[str, Any] | None) -> str:
+    limits = f"{bounds['days']:g} days, {bounds['max_bytes']:,} bytes" if bounds else "-"
+    if not pruned:
+        return f"{limits}; nothing deleted yet"
+    deleted = f"{pruned['files']} day files ({pruned['events']:,} events, {pruned['bytes']:,} bytes)"
+    return f"{limits}; deleted {deleted}"
 
 
 def _when(delivery: dict[str, Any] | None) -> str:
