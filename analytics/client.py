@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from analytics.errors.hooks import Hook, UncaughtHooks
     from analytics.errors.reporting import ErrorReporter
     from analytics.errors.sentry import SentryBridge
+    from analytics.preview import RecentMessages
     from analytics.privacy.identity import InstallIdentity
     from analytics.proposals import ProposalClock
     from analytics.queue import OfflineQueue
@@ -601,6 +602,18 @@ class Analytics:
             queue=runtime.queue if runtime is not None else None,
             level=self.level,
         )
+
+    def recent_messages(self, limit: int = 20) -> RecentMessages:
+        """The newest ``limit`` queued and archived messages, exactly as sent (a settings page's
+        "see what we send"). Empty while telemetry is off: opting out deleted them."""
+        from analytics.preview import RecentMessages, recent_messages
+
+        found = RecentMessages()
+        if self._enabled:
+            with guard("recent_messages"):
+                runtime = self._runtime or self._ensure_runtime()
+                found = recent_messages(runtime.queue, runtime.state.archive_dir, limit)
+        return found
 
     def _ensure_runtime(self) -> _Runtime:
         from analytics.privacy.scrubber import Scrubber
