@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # engine needed. Its Python wrapper drops the exit code, so the link points at the binary itself.
 COMPOSE := .tools/compose-v2/docker-compose
 
-.PHONY: demo test lint typecheck unit crash-soak clean
+.PHONY: demo test lint typecheck unit crash-soak clean browser frozen-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy analytics cli
 
-unit: $(STAMP) $(COMPOSE)
+# Debian's chromium and its driver, for the settings page's browser test (tests/test_settings_page.py).
+# Installed only where missing; where it cannot be (not root, no apt), that test says so and skips.
+browser:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
+	  echo "make browser: chromium could not be installed; the settings page test will be skipped"
+
+unit: $(STAMP) $(COMPOSE) browser
 	ANALYTICS_COMPOSE=$(abspath $(COMPOSE)) $(BIN)/pytest
 
 bench: $(STAMP)
