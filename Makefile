@@ -45,6 +45,7 @@ unit: $(STAMP) $(COMPOSE) browser
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/startup.py
 
 crash-soak: $(STAMP)
 	$(BIN)/python bench/crash_soak.py --kills 100

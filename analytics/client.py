@@ -717,6 +717,8 @@ class Analytics:
             bridge.start(
                 release=self.config.app_version,
                 environment=self.config.environment,
+                # Off the app's startup path: sentry-sdk's set-up costs it 0.5-1 s otherwise.
+                background=self.config.sentry_background_init,
                 tags={
                     "session_id": self._session.id,
                     "distinct_id": runtime.context.distinct_id,
