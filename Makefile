@@ -43,6 +43,22 @@ browser:
 unit: $(STAMP) $(COMPOSE) browser
 	ANALYTICS_COMPOSE=$(abspath $(COMPOSE)) $(BIN)/pytest
 
+# The example backend frozen with PyInstaller as a desktop app ships it, built from a normal
+# (non-editable) install in a venv of its own: setuptools' editable finder is invisible to
+# PyInstaller. Only examples/ is copied beside the build, so `analytics` can only come from the
+# installed wheel. Then tests/frozen_backend.py runs the executable and checks what it delivers.
+FROZEN := .frozen
+frozen-test: $(STAMP)
+	rm -rf $(FROZEN) && mkdir -p $(FROZEN)/src
+	$(PYTHON) -m venv $(FROZEN)/venv
+	$(FROZEN)/venv/bin/python -m pip install --quiet --upgrade pip
+	$(FROZEN)/venv/bin/python -m pip install --quiet '.[example]' 'pyinstaller>=6'
+	cp -r examples $(FROZEN)/src/examples
+	cd $(FROZEN) && venv/bin/pyinstaller --noconfirm --log-level WARN --onefile --name agent-backend \
+	  --paths src --add-data src/examples/fastapi_backend/settings.html:examples/fastapi_backend \
+	  src/examples/fastapi_backend/serve.py
+	ANALYTICS_FROZEN_BACKEND=$(abspath $(FROZEN)/dist/agent-backend) $(BIN)/pytest -p no:cacheprovider tests/frozen_backend.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/startup.py
