@@ -28,7 +28,12 @@ from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+try:
+    from fastapi import APIRouter, Depends, HTTPException, Query, Request
+except ImportError as missing:  # an optional extra: say which
+    raise ImportError(
+        "analytics.integrations.fastapi needs FastAPI: pip install 'analytics-telemetry[fastapi]'"
+    ) from missing
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from analytics.app_events import AppEvent
