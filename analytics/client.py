@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from analytics.errors.hooks import Hook, UncaughtHooks
     from analytics.errors.reporting import ErrorReporter
     from analytics.errors.sentry import SentryBridge
+    from analytics.preview import RecentMessages
     from analytics.privacy.identity import InstallIdentity
     from analytics.proposals import ProposalClock
     from analytics.queue import OfflineQueue
@@ -602,6 +603,18 @@ class Analytics:
             level=self.level,
         )
 
+    def recent_messages(self, limit: int = 20) -> RecentMessages:
+        """The newest ``limit`` queued and archived messages, exactly as sent (a settings page's
+        "see what we send"). Empty while telemetry is off: opting out deleted them."""
+        from analytics.preview import RecentMessages, recent_messages
+
+        found = RecentMessages()
+        if self._enabled:
+            with guard("recent_messages"):
+                runtime = self._runtime or self._ensure_runtime()
+                found = recent_messages(runtime.queue, runtime.state.archive_dir, limit)
+        return found
+
     def _ensure_runtime(self) -> _Runtime:
         from analytics.privacy.scrubber import Scrubber
         from analytics.queue import OfflineQueue, QueueBounds
@@ -704,6 +717,8 @@ class Analytics:
             bridge.start(
                 release=self.config.app_version,
                 environment=self.config.environment,
+                # Off the app's startup path: sentry-sdk's set-up costs it 0.5-1 s otherwise.
+                background=self.config.sentry_background_init,
                 tags={
                     "session_id": self._session.id,
                     "distinct_id": runtime.context.distinct_id,

@@ -117,6 +117,10 @@ class TelemetryConfig(BaseModel):
     app_version: str = Field("unknown", description="The host app's version (release in Sentry).")
     environment: str = Field("production", description="Deployment environment (Sentry environment).")
     sentry_dsn: SecretStr | None = Field(None, description="Sentry DSN; errors go to Sentry when set.")
+    sentry_background_init: Flag = Field(
+        True,
+        description="start() initialises Sentry in a thread (errors before it is ready are sent once it is).",
+    )
     strict: Flag = Field(False, description="Raise on bad config and invalid events (tests, development).")
     geoip: Flag = Field(False, description="Let PostHog resolve GeoIP from the sender's address.")
     max_queue_events: int = Field(200_000, gt=0, description="Queue bound: events kept while offline.")
@@ -365,6 +369,7 @@ ENV_VARS: Final[dict[str, str]] = {
     "TELEMETRY_APP_VERSION": "app_version",
     "TELEMETRY_ENVIRONMENT": "environment",
     "SENTRY_DSN": "sentry_dsn",
+    "TELEMETRY_SENTRY_BACKGROUND_INIT": "sentry_background_init",
     "TELEMETRY_STRICT": "strict",
     "TELEMETRY_ALLOW_INSECURE_ENDPOINT": "allow_insecure_endpoint",
     "TELEMETRY_GEOIP": "geoip",

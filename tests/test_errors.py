@@ -75,7 +75,9 @@ def exceptions_in(state_dir: Path) -> list[dict[str, Any]]:
 def test_sentry_gets_a_tagged_scrubbed_event_and_posthog_links_to_it(
     sentry: SentryServer, state_dir: Path
 ) -> None:
-    telemetry = make(state_dir, sentry.dsn)
+    # Sentry set up before start() returns: a breadcrumb logged right after it must be recorded
+    # (in the default background set-up, what is logged before Sentry is ready has no breadcrumb).
+    telemetry = make(state_dir, sentry.dsn, sentry_background_init=False)
     telemetry.start()
     logging.getLogger("app.sync").warning("retrying upload for %s with token=%s", EMAIL, TOKEN_VALUE)
     try:

@@ -12,13 +12,11 @@ from typing import Any
 from analytics import events as ev
 from analytics.errors.exception_list import build_exception_list
 from analytics.errors.hooks import UNCAUGHT_MECHANISM, Hook
-from analytics.errors.sentry import SentryBridge, SentryLink
+from analytics.errors.sentry import REPORTED_MARK, SentryBridge, SentryLink
 
 logger = logging.getLogger(__name__)
 
-# Set on an exception once reported, so an exception caught, reported, re-raised and then seen
-# by an uncaught-exception hook is not reported a second time.
-_REPORTED = "__analytics_reported__"
+_REPORTED = REPORTED_MARK
 
 
 class ErrorReporter:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,12 @@ _DROPPED_KEYS = frozenset(
 )
 
 
+# Set on an exception once reported (by ErrorReporter), so an exception caught, reported, re-raised
+# and then seen again (by an uncaught-exception hook, or by sentry-sdk's own framework integration
+# in a joined client) is not reported a second time.
+REPORTED_MARK = "__analytics_reported__"
+
+
 @dataclass(frozen=True)
 class SentryLink:
     """What the PostHog side needs to point at the Sentry event."""
@@ -32,8 +41,18 @@ class SentryLink:
     url: str | None
 
 
+# Exceptions held while Sentry initialises in the background; past this, only PostHog gets them.
+MAX_PENDING = 100
+
+
 class SentryBridge:
-    """Owns our use of sentry-sdk: set-up, tags, scrubbing, capture."""
+    """Owns our use of sentry-sdk: set-up, tags, scrubbing, capture.
+
+    Initialising sentry-sdk costs ~0.1 s (its import; 0.5-1 s with the integrations it would
+    auto-enable, which we leave off), so ``start(background=True)`` does it in a thread.
+    Exceptions captured meanwhile get their Sentry event id at once (PostHog's ``$exception``
+    links to it) and are sent to Sentry with that id when the client is ready.
+    """
 
     def __init__(self, scrubber: Scrubber, dsn: str | None) -> None:
         self._scrubber = scrubber
@@ -41,6 +60,10 @@ class SentryBridge:
         self._active = False
         self._owns_client = False
         self._host_tags: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._initialising: threading.Thread | None = None
+        self._pending: list[tuple[BaseException, Mapping[str, Any] | None, str]] = []
+        self._closed = False
 
     @property
     def active(self) -> bool:
@@ -50,14 +73,54 @@ class SentryBridge:
     def owns_client(self) -> bool:
         return self._owns_client
 
-    def start(self, *, release: str, environment: str, tags: Mapping[str, str]) -> None:
-        """Initialise Sentry from the DSN, or join the client the app already set up."""
+    def start(
+        self, *, release: str, environment: str, tags: Mapping[str, str], background: bool = False
+    ) -> None:
+        """Initialise Sentry from the DSN, or join the client the app already set up (at once:
+        joining costs nothing). ``background``: initialise in a thread, see the class."""
         existing = _existing_client()
         if existing is not None:
             self._join(existing, tags)
             return
         if not self._dsn:
             return
+        if not background:
+            self._init(release, environment, tags)
+            return
+        # sentry-sdk imports concurrent.futures' thread pool, which registers an exit hook that the
+        # interpreter refuses once it is shutting down: imported here, a process that ends during
+        # the set-up still completes it (a few ms; asyncio apps have it loaded already).
+        import concurrent.futures.thread  # noqa: F401
+
+        thread = threading.Thread(
+            target=self._init_in_background, args=(release, environment, tags), name="analytics-sentry-init"
+        )
+        # Not a daemon: a process ending during the set-up (an uncaught exception right after
+        # start()) waits for it before the interpreter shuts down, when sentry-sdk could no longer
+        # register its exit hook, so what was held still reaches Sentry. The wait is bounded by
+        # the set-up itself, the cost start() would otherwise have paid up front.
+        thread.daemon = False
+        self._initialising = thread
+        thread.start()
+
+    def _init_in_background(self, release: str, environment: str, tags: Mapping[str, str]) -> None:
+        try:
+            self._init(release, environment, tags)
+        except Exception as failure:  # the guard of start() is not on this thread
+            logger.warning("Sentry not initialised (%s): errors go to PostHog only", failure)
+        with self._lock:
+            pending, self._pending = self._pending, []
+            closed = self._closed
+        if closed:  # close() gave up waiting for us: leave no client running behind it
+            self._close_client(timeout=1.0)
+            return
+        for held, context, event_id in pending:
+            try:
+                self._send(held, context, event_id)
+            except Exception as failure:
+                logger.warning("Sentry capture failed: %s", failure)
+
+    def _init(self, release: str, environment: str, tags: Mapping[str, str]) -> None:
         import sentry_sdk
         from sentry_sdk.integrations.excepthook import ExcepthookIntegration
         from sentry_sdk.integrations.threading import ThreadingIntegration
@@ -75,10 +138,17 @@ class SentryBridge:
             # Our hooks report uncaught exceptions to Sentry and PostHog at once, with one event id;
             # Sentry's own would send a second event PostHog cannot link to.
             disabled_integrations=[ExcepthookIntegration(), ThreadingIntegration()],
+            # Not the framework and library integrations sentry-sdk would switch on because their
+            # packages are installed (Starlette, FastAPI, httpx, OpenAI...): they attach request
+            # URLs with their query strings and headers, which analytics.integrations.asgi
+            # deliberately never sends, and importing them is 0.4-0.5 s of the set-up. An app that
+            # wants them initialises Sentry itself; we join its client.
+            auto_enabling_integrations=False,
         )
         self._set_tags(tags)
-        self._active = True
-        self._owns_client = True
+        with self._lock:
+            self._active = True
+            self._owns_client = True
 
     def _join(self, client: Any, tags: Mapping[str, str]) -> None:
         import sentry_sdk
@@ -98,30 +168,67 @@ class SentryBridge:
             scope.set_tag(key, value)
 
     def capture(self, exc: BaseException, context: Mapping[str, Any] | None) -> SentryLink:
-        """Send ``exc`` to Sentry (non-blocking: sentry-sdk's worker does the I/O)."""
-        if not self._active:
-            return SentryLink(None, None)
+        """Send ``exc`` to Sentry (non-blocking: sentry-sdk's worker does the I/O); while Sentry
+        is still initialising, hold it and name the event id it will be sent with."""
+        with self._lock:
+            if not self._active:
+                if self._initialising is None or self._closed or len(self._pending) >= MAX_PENDING:
+                    return SentryLink(None, None)
+                event_id = uuid.uuid4().hex
+                self._pending.append((exc, context, event_id))
+                return SentryLink(event_id, event_url(self._dsn, event_id))
+        return self._link(self._send(exc, context))
+
+    def _link(self, event_id: str | None) -> SentryLink:
+        return SentryLink(event_id, event_url(self._dsn, event_id))
+
+    def _send(
+        self, exc: BaseException, context: Mapping[str, Any] | None, event_id: str | None = None
+    ) -> str | None:
         import sentry_sdk
+        from sentry_sdk.utils import event_from_exception
 
         with sentry_sdk.new_scope() as scope:
             if context:
                 scope.set_context("analytics", dict(context))
-            event_id = sentry_sdk.capture_exception(exc)
-        return SentryLink(event_id, event_url(self._dsn, event_id))
+            if event_id is None:
+                return sentry_sdk.capture_exception(exc)
+            # Built as capture_exception builds it, with the id PostHog already links to.
+            event, hint = event_from_exception(exc, client_options=sentry_sdk.get_client().options)
+            event["event_id"] = event_id
+            return sentry_sdk.capture_event(event, hint=hint)
+
+    def wait_until_initialised(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) for a background set-up; True when none is running."""
+        thread = self._initialising
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     def flush(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        self.wait_until_initialised(timeout)  # held exceptions are sent when it ends
         if self._active:
             import sentry_sdk
 
-            sentry_sdk.flush(timeout=timeout)
+            sentry_sdk.flush(timeout=max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float) -> None:
-        if self._owns_client:
+        finished = self.wait_until_initialised(timeout)
+        with self._lock:
+            self._closed = True
+            if not finished:
+                return  # the set-up thread closes its client itself when it ends
+        self._close_client(timeout)
+
+    def _close_client(self, timeout: float) -> None:
+        with self._lock:
+            owned, self._owns_client, self._active = self._owns_client, False, False
+        if owned:
             import sentry_sdk
 
             sentry_sdk.get_client().close(timeout=timeout)
-        self._active = False
-        self._owns_client = False
 
     # -- scrubbing -----------------------------------------------------------------------------
 
@@ -130,6 +237,10 @@ class SentryBridge:
         return self._process_event(event, hint)
 
     def _process_event(self, event: Any, hint: dict[str, Any] | None = None) -> Any:
+        if _reported_as_another_event(event, hint):
+            # Ours went out first (with the id PostHog links to); this is a framework
+            # integration's second capture of the same exception (Starlette's, say).
+            return None
         scrubbed = self._scrub(event)
         assert isinstance(scrubbed, dict)
         user = scrubbed.get("user")
@@ -157,6 +268,16 @@ class SentryBridge:
         if isinstance(value, list | tuple):
             return [self._scrub(item, depth + 1) for item in value]
         return value
+
+
+def _reported_as_another_event(event: Any, hint: dict[str, Any] | None) -> bool:
+    """True for an exception we reported already under another event id (a held exception sent
+    once Sentry is ready carries the id it was reported with, and goes through)."""
+    exc_info = (hint or {}).get("exc_info")
+    exc = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None
+    if exc is None or not hasattr(exc, REPORTED_MARK):
+        return False
+    return bool(getattr(exc, REPORTED_MARK, "") != event.get("event_id"))
 
 
 def _existing_client() -> Any:

@@ -248,6 +248,20 @@ class OfflineQueue:
             self._in_flight = {key for key, _record in from_memory}
         return batch + from_memory
 
+    def newest(self, limit: int) -> list[bytes]:
+        """The newest ``limit`` records, oldest of them first, left in place (for a preview: no
+        upload lease needed, nothing is marked in flight)."""
+        records: list[bytes] = []
+        disk = self._usable_disk()
+        if disk is not None:
+            try:
+                records = [record for _key, record in disk.newest(limit)]
+            except STORE_ERRORS as exc:
+                self._disk_failed(disk, exc)
+        with self._lock:
+            records.extend(record for _key, record in self._memory)
+        return records[-limit:] if limit > 0 else []
+
     def ack(self, keys: Iterable[int], *, chunk: int = SMALL_CHUNK) -> int:
         """Remove delivered records. Disk keys are positive, memory keys negative."""
         keys = list(keys)

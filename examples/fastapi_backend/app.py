@@ -1,9 +1,11 @@
 """A local-first agent backend in the seed's shape, instrumented with `analytics`.
 
-    uvicorn examples.fastapi_backend.app:app
+    uvicorn examples.fastapi_backend.app:app      (or: python -m examples.fastapi_backend.serve)
 
 The Electron shell starts it with the telemetry settings in its environment (see README.md). The
 "model" is a deterministic stand-in so the example runs offline; the instrumentation is real.
+Route and WebSocket errors reach telemetry through the ASGI middleware; the settings page
+(``/settings``) and the frontend's own events go through the telemetry router (``/telemetry``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from analytics import Analytics, events
+from analytics import Analytics, AppEvent, TelemetryConfig, events
+from analytics.integrations.asgi import TelemetryMiddleware
+from analytics.integrations.fastapi import telemetry_router
 
 MODEL = "local-echo-1"
+SETTINGS_PAGE = Path(__file__).with_name("settings.html")
+
+
+class SettingsOpened(AppEvent):
+    """The frontend's own events: declared here, sent by the page through ``/telemetry/events``."""
+
+    posthog_event = "settings_opened"
+    trigger = "the user opens the settings page"
+    section: str
+
+
+class ModelSwitched(AppEvent):
+    posthog_event = "model_switched"
+    trigger = "the user picks another model"
+    from_model: str
+    to_model: str
+
+
+FRONTEND_EVENTS: list[type[AppEvent]] = [SettingsOpened, ModelSwitched]
 
 
 @dataclass
@@ -49,11 +73,20 @@ class ProposalRequest(BaseModel):
 
 
 def create_app(telemetry: Analytics | None = None) -> FastAPI:
-    """The app; ``telemetry`` defaults to ``Analytics.from_env()`` (what the Electron shell passes)."""
+    """The app; ``telemetry`` defaults to the environment's settings (what the Electron shell passes).
+
+    Made here, not in the lifespan, so the middleware and the router have it from the start;
+    nothing is opened or started before the lifespan's ``start()``.
+    """
+    if telemetry is None:
+        telemetry = Analytics(TelemetryConfig.from_env(), events=FRONTEND_EVENTS)
+    else:
+        telemetry.register_events(*(model for model in FRONTEND_EVENTS if model not in telemetry.events))
+    app_telemetry = telemetry
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = Backend(telemetry or Analytics.from_env())
+        backend = Backend(app_telemetry)
         app.state.backend = backend
         backend.telemetry.start()  # inside the event loop: its exception handler is covered too
         yield
@@ -61,6 +94,12 @@ def create_app(telemetry: Analytics | None = None) -> FastAPI:
         await asyncio.to_thread(backend.telemetry.shutdown, 3.0)
 
     app = FastAPI(lifespan=lifespan)
+    app.add_middleware(TelemetryMiddleware, telemetry=app_telemetry)
+    app.include_router(telemetry_router(app_telemetry, frontend_events=FRONTEND_EVENTS))
+
+    @app.get("/settings", response_class=HTMLResponse)
+    async def settings_page() -> str:
+        return SETTINGS_PAGE.read_text(encoding="utf-8")
 
     def backend_of(app: FastAPI) -> Backend:
         backend: Backend = app.state.backend
