@@ -122,6 +122,18 @@ def _compile_tokens() -> tuple[
 
 
 _BY_HEAD, _INFIXES = _compile_tokens()
+# One automaton finds every prefix of two or more characters and every infix in one pass, so
+# that only runs starting with a prefix are tried against the formats. One-character heads
+# (Discord's "M", "N", "O") would match everywhere: their runs are tried in the long-run loop.
+_SINGLE_HEADS: Final = "".join(head for head in _BY_HEAD if len(head) == 1)
+_PREFIX_WORDS: Final = frozenset(
+    prefix.encode() for entries in _BY_HEAD.values() for prefix, _ in entries if len(prefix) > 1
+)
+_TOKEN_WORDS: Final = tuple(sorted(_PREFIX_WORDS | {infix for infix, _ in _INFIXES}))
+_TOKEN_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_TOKEN_WORDS)
+_SPACE: Final = ord(" ")
+_DIGIT: Final = ord("0")
+_LONG_SEED: Final = b"a" * 20
 _URL_RULES: Final = tuple((trigger, re.compile(pattern)) for trigger, pattern in rules.URL_RULES)
 _HEX_DIGITS: Final = "0123456789abcdefABCDEF"
 _HAS_DIGIT_RE: Final = re.compile(r"\d")
@@ -151,28 +163,20 @@ def _looks_random(candidate: str, quoted: bool) -> bool:
 
 
 def _scan_spans(text: str, folded: bytes, spans: list[Span]) -> None:
+    places: dict[bytes, list[int]] = {}
+    for index, at, _end in _TOKEN_FINDER.find_matches_as_indexes(folded, overlapping=True):
+        places.setdefault(_TOKEN_WORDS[index], []).append(at)
     for infix, compiled in _INFIXES:
-        at = folded.find(infix)
-        while at >= 0:
-            _claim_infix(text, at, compiled, spans)
-            at = folded.find(infix, at + len(infix))
-    # Each run of 12 or more token characters: most are words, paths and module names, so the
-    # loop does only what rules a run out (a dictionary look-up of its first two characters, its
-    # length) before anything slices or scans it.
+        after = 0
+        for at in places.get(infix, ()):
+            if at >= after:
+                _claim_infix(text, at, compiled, spans)
+                after = at + len(infix)
     runs = folded.translate(_RUN_TABLE)
-    length = len(text)
-    at = runs.find(_RUN_SEED)
-    while at >= 0:
-        end = runs.find(b" ", at)
-        if end < 0:
-            end = length
-        entries = _BY_HEAD.get(text[at : at + 2])
-        if entries is None and text[at] in "MNO":
-            entries = _BY_HEAD.get(text[at])
-        if not (entries and _claim_prefix(text, at, entries, spans)) and end - at >= 20:
-            _random_run(text, at, end, spans)
-        at = runs.find(_RUN_SEED, end)
+    claimed = _claim_runs_by_prefix(text, runs, places, spans)
+    _claim_long_runs(text, runs, claimed, spans)
     numbers = folded.translate(_NUM_TABLE)
+    _ipv4_spans(text, numbers, spans)
     for hint_re, number_re, check, placeholder in _NUMBER_KINDS:
         done = 0
         for hint in hint_re.finditer(numbers):
@@ -183,6 +187,46 @@ def _scan_spans(text: str, folded: bytes, spans: list[Span]) -> None:
                 done = found.end()
                 if check(text, found):
                     spans.append((found.start(), found.end(), placeholder))
+
+
+def _claim_runs_by_prefix(
+    text: str, runs: bytes, places: dict[bytes, list[int]], spans: list[Span]
+) -> set[int]:
+    """Each run of 12 or more token characters that starts with a prefix, tried against the
+    formats of its first two characters; the starts of the runs a format claimed."""
+    tried: set[int] = set()
+    claimed: set[int] = set()
+    for word, starts in places.items():
+        if word not in _PREFIX_WORDS:
+            continue
+        for at in starts:
+            if at in tried or (at and runs[at - 1] != _SPACE) or not runs.startswith(_RUN_SEED, at):
+                continue  # inside a run, or a run too short to look at
+            tried.add(at)
+            if _claim_prefix(text, at, _BY_HEAD[text[at : at + 2]], spans):
+                claimed.add(at)
+    return claimed
+
+
+def _claim_long_runs(text: str, runs: bytes, claimed: set[int], spans: list[Span]) -> None:
+    """Runs long enough for a one-character head's format or the entropy fallback.
+
+    In ASCII text a format's match stays inside its run, so runs under 20 characters (most
+    words, names and paths) are never visited. Elsewhere a pattern's ``\\w`` also matches
+    letters beyond the run, so a Discord token's run is looked at from 12 characters on.
+    """
+    seed = _LONG_SEED if text.isascii() else _RUN_SEED
+    length = len(text)
+    at = runs.find(seed)
+    while at >= 0:
+        end = runs.find(b" ", at)
+        if end < 0:
+            end = length
+        if at not in claimed:
+            single = text[at] in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
+            if not (single and _claim_prefix(text, at, _BY_HEAD[text[at]], spans)) and end - at >= 20:
+                _random_run(text, at, end, spans)
+        at = runs.find(seed, end)
 
 
 def _random_run(text: str, at: int, end: int, spans: list[Span]) -> None:
@@ -579,10 +623,27 @@ def _iban(_text: str, found: re.Match[str]) -> bool:
 _NUMBER_KINDS: Final[
     tuple[tuple[re.Pattern[bytes], re.Pattern[str], Callable[[str, re.Match[str]], bool], str], ...]
 ] = (
-    (_NUMBER_HINTS[0], _IPV4_RE, _public_ipv4, IP),
     (_NUMBER_HINTS[1], _CARD_RE, _card, CARD),
     (_NUMBER_HINTS[2], _IBAN_RE, _iban, IBAN),
 )
+
+
+def _ipv4_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
+    """An IPv4 address at each ".0.0." of the number map: its first group is the (at most three)
+    digits right before, so the address regex is tried at one place, not over a window."""
+    done = 0
+    for hint in _NUMBER_HINTS[0].finditer(numbers):
+        at = hint.start()
+        if at < done:
+            continue
+        begin = at
+        while begin > 0 and at - begin < 3 and numbers[begin - 1] == _DIGIT:
+            begin -= 1
+        found = _IPV4_RE.match(text, begin)
+        if found:
+            done = found.end()
+            if _public_ipv4(text, found):
+                spans.append((found.start(), found.end(), IP))
 
 
 def _is_version(text: str, at: int) -> bool:
