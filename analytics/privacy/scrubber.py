@@ -123,18 +123,39 @@ def _compile_tokens() -> tuple[
 
 _BY_HEAD, _INFIXES = _compile_tokens()
 # One automaton finds every prefix of two or more characters and every infix in one pass, so
-# that only runs starting with a prefix are tried against the formats. One-character heads
-# (Discord's "M", "N", "O") would match everywhere: their runs are tried in the long-run loop.
+# that only runs starting with a prefix are tried against the formats, and the markers the first
+# pass asks about (key blocks, URLs, webhook hosts). One-character heads (Discord's "M", "N",
+# "O") would match everywhere: their runs are tried in the long-run loop.
 _SINGLE_HEADS: Final = "".join(head for head in _BY_HEAD if len(head) == 1)
 _PREFIX_WORDS: Final = frozenset(
     prefix.encode() for entries in _BY_HEAD.values() for prefix, _ in entries if len(prefix) > 1
 )
-_TOKEN_WORDS: Final = tuple(sorted(_PREFIX_WORDS | {infix for infix, _ in _INFIXES}))
+_KEY_BLOCK_MARKERS: Final = (b"PRIVATE KEY", b"PuTTY-User-Key")
+_URL_MARKER: Final = b"://"
+_URL_RULES: Final = tuple((trigger.encode(), re.compile(pattern)) for trigger, pattern in rules.URL_RULES)
+_TOKEN_WORDS: Final = tuple(
+    sorted(
+        _PREFIX_WORDS
+        | {infix for infix, _ in _INFIXES}
+        | {*_KEY_BLOCK_MARKERS, _URL_MARKER}
+        | {trigger for trigger, _ in _URL_RULES}
+    )
+)
 _TOKEN_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_TOKEN_WORDS)
+# Where each word of an automaton starts, in order, overlapping ones included.
+_Words = dict[bytes, list[int]]
+
+
+def _find_token_words(folded: bytes) -> _Words:
+    found: _Words = {}
+    for index, start, _end in _TOKEN_FINDER.find_matches_as_indexes(folded, overlapping=True):
+        found.setdefault(_TOKEN_WORDS[index], []).append(start)
+    return found
+
+
 _SPACE: Final = ord(" ")
 _DIGIT: Final = ord("0")
 _LONG_SEED: Final = b"a" * 20
-_URL_RULES: Final = tuple((trigger, re.compile(pattern)) for trigger, pattern in rules.URL_RULES)
 _HEX_DIGITS: Final = "0123456789abcdefABCDEF"
 _HAS_DIGIT_RE: Final = re.compile(r"\d")
 _WORDISH_RE: Final = re.compile(r"[a-z]+(?:[_\-.][a-z]+)*\d*")
@@ -162,10 +183,7 @@ def _looks_random(candidate: str, quoted: bool) -> bool:
     return shannon_entropy(body) >= 4.2
 
 
-def _scan_spans(text: str, folded: bytes, spans: list[Span]) -> None:
-    places: dict[bytes, list[int]] = {}
-    for index, at, _end in _TOKEN_FINDER.find_matches_as_indexes(folded, overlapping=True):
-        places.setdefault(_TOKEN_WORDS[index], []).append(at)
+def _scan_spans(text: str, folded: bytes, places: _Words, spans: list[Span]) -> None:
     for infix, compiled in _INFIXES:
         after = 0
         for at in places.get(infix, ()):
@@ -189,9 +207,7 @@ def _scan_spans(text: str, folded: bytes, spans: list[Span]) -> None:
                     spans.append((found.start(), found.end(), placeholder))
 
 
-def _claim_runs_by_prefix(
-    text: str, runs: bytes, places: dict[bytes, list[int]], spans: list[Span]
-) -> set[int]:
+def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Span]) -> set[int]:
     """Each run of 12 or more token characters that starts with a prefix, tried against the
     formats of its first two characters; the starts of the runs a format claimed."""
     tried: set[int] = set()
@@ -224,15 +240,17 @@ def _claim_long_runs(text: str, runs: bytes, claimed: set[int], spans: list[Span
             end = length
         if at not in claimed:
             single = text[at] in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
-            if not (single and _claim_prefix(text, at, _BY_HEAD[text[at]], spans)) and end - at >= 20:
+            if single and _claim_prefix(text, at, _BY_HEAD[text[at]], spans):
+                pass
+            elif end - at >= 20 and text.find(".", at, end) < 0 and text.find("~", at, end) < 0:
+                # A run with a dot or a tilde is a module path, a file name or a version:
+                # never random (see _looks_random), and half the long runs of a log.
                 _random_run(text, at, end, spans)
         at = runs.find(seed, end)
 
 
 def _random_run(text: str, at: int, end: int, spans: list[Span]) -> None:
-    """The entropy fallback for a run of 20 or more that no token format claimed."""
-    if text.find(".", at, end) >= 0 or text.find("~", at, end) >= 0:
-        return  # a module path, a file name, a version: never random (see _looks_random)
+    """The entropy fallback for a run of 20 or more, without dots, that no format claimed."""
     while end < len(text) and text[end] == "=":
         end += 1
     run = text[at:end]
@@ -533,11 +551,9 @@ _HOME_TRIGGERS: Final = (
 _BARE_SCHEMES: Final = (b"bearer", b"basic", b"token")
 _WORDS: Final = tuple(dict.fromkeys(_STEMS + _BARE_SCHEMES + _HOME_TRIGGERS))
 _WORD_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_WORDS)
-_Words = dict[bytes, list[int]]
 
 
 def _find_words(lowered: bytes) -> _Words:
-    """Where each word starts in the lowered text, in order, overlapping ones included."""
     found: _Words = {}
     for index, start, _end in _WORD_FINDER.find_matches_as_indexes(lowered, overlapping=True):
         found.setdefault(_WORDS[index], []).append(start)
@@ -780,16 +796,17 @@ class Scrubber:
         # Pass 1: what a token's own shape gives away, before names and words are looked at.
         spans: list[Span] = []
         folded = text.encode("ascii", "replace")
-        if b"PRIVATE KEY" in folded or b"PuTTY-User-Key" in folded:
+        places = _find_token_words(folded)
+        if any(marker in places for marker in _KEY_BLOCK_MARKERS):
             _private_key_spans(text, spans)
-        if b"://" in folded:
+        if _URL_MARKER in places:
             for found in _URL_CREDENTIALS_RE.finditer(text):
                 spans.append((found.start("cred"), found.end("cred"), CREDENTIALS))
             for trigger, regex in _URL_RULES:
-                if trigger in text:
+                if trigger in places:
                     spans.extend((found.start(), found.end(), SECRET) for found in regex.finditer(text))
         if len(text) >= _MIN_SCAN:
-            _scan_spans(text, folded, spans)
+            _scan_spans(text, folded, places, spans)
         if b"+" in folded:
             _phone_spans(text, spans)
         if b":" in folded:
