@@ -156,6 +156,7 @@ def _find_token_words(folded: bytes) -> _Words:
 _SPACE: Final = ord(" ")
 _DIGIT: Final = ord("0")
 _LONG_SEED: Final = b"a" * 20
+_NON_ASCII_RE: Final = re.compile(r"[^\x00-\x7f]")
 _HEX_DIGITS: Final = "0123456789abcdefABCDEF"
 _HAS_DIGIT_RE: Final = re.compile(r"\d")
 _WORDISH_RE: Final = re.compile(r"[a-z]+(?:[_\-.][a-z]+)*\d*")
@@ -225,14 +226,11 @@ def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Sp
 
 
 def _claim_long_runs(text: str, runs: bytes, claimed: set[int], spans: list[Span]) -> None:
-    """Runs long enough for a one-character head's format or the entropy fallback.
-
-    In ASCII text a format's match stays inside its run, so runs under 20 characters (most
-    words, names and paths) are never visited. Elsewhere a pattern's ``\\w`` also matches
-    letters beyond the run, so a Discord token's run is looked at from 12 characters on.
-    """
-    seed = _LONG_SEED if text.isascii() else _RUN_SEED
+    """Runs long enough for a one-character head's format or the entropy fallback: runs under
+    20 characters (most words, names and paths) are not visited, except where a non-ASCII
+    character ends one (see _claim_runs_before_non_ascii)."""
     length = len(text)
+    seed = _LONG_SEED
     at = runs.find(seed)
     while at >= 0:
         end = runs.find(b" ", at)
@@ -247,6 +245,21 @@ def _claim_long_runs(text: str, runs: bytes, claimed: set[int], spans: list[Span
                 # never random (see _looks_random), and half the long runs of a log.
                 _random_run(text, at, end, spans)
         at = runs.find(seed, end)
+    if not text.isascii():
+        _claim_runs_before_non_ascii(text, runs, claimed, spans)
+
+
+def _claim_runs_before_non_ascii(text: str, runs: bytes, claimed: set[int], spans: list[Span]) -> None:
+    """A pattern's ``\\w`` also matches non-ASCII letters, which are not token characters, so a
+    one-character head's format may reach past a run of 12 to 19 that such a letter ends."""
+    for found in _NON_ASCII_RE.finditer(text):
+        end = found.start()
+        if end == 0 or runs[end - 1] == _SPACE:
+            continue
+        at = runs.rfind(b" ", 0, end) + 1
+        single = text[at] in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
+        if single and 12 <= end - at < 20 and at not in claimed:
+            _claim_prefix(text, at, _BY_HEAD[text[at]], spans)
 
 
 def _random_run(text: str, at: int, end: int, spans: list[Span]) -> None:
