@@ -162,6 +162,11 @@ _HAS_DIGIT_RE: Final = re.compile(r"\d")
 _WORDISH_RE: Final = re.compile(r"[a-z]+(?:[_\-.][a-z]+)*\d*")
 
 
+def _one_case_or_letters(body: str) -> bool:
+    """An unquoted run _looks_random always rejects: hex or one case only, or letters only."""
+    return body.islower() or body.isupper() or body.isalpha()
+
+
 def _looks_random(candidate: str, quoted: bool) -> bool:
     """The high-entropy fallback for a run no token format claimed (detect-secrets' idea).
 
@@ -264,13 +269,16 @@ def _claim_runs_before_non_ascii(text: str, runs: bytes, claimed: set[int], span
 
 def _random_run(text: str, at: int, end: int, spans: list[Span]) -> None:
     """The entropy fallback for a run of 20 or more, without dots, that no format claimed."""
+    body_end = end
     while end < len(text) and text[end] == "=":
         end += 1
+    quote = text[at - 1] if at else ""
+    quoted = quote != "" and quote in "\"'`" and text[end : end + 1] == quote
+    if not quoted and _one_case_or_letters(text[at:body_end]):
+        return  # most long runs of a log: what _looks_random rules out first, without a call
     run = text[at:end]
     if run.startswith(rules.PUBLIC_ID_PREFIXES):
         return
-    quote = text[at - 1] if at else ""
-    quoted = quote != "" and quote in "\"'`" and text[end : end + 1] == quote
     if _looks_random(run, quoted):
         spans.append((at, end, SECRET))
 
@@ -462,6 +470,8 @@ def _assignment_at(text: str, begin: int, end: int, spans: list[Span]) -> None:
         if closing > end + 1 and (line_end < 0 or closing < line_end):
             spans.append((end + 1, closing, SECRET))  # <password>value</password>
         return
+    if not _may_assign(text, name, end):
+        return
     found = _ASSIGN_RE.match(text, end)
     if found is None or found.group("op") is None:
         found = _QUOTED_STATEMENT_RE.match(text, end) or found
@@ -498,6 +508,24 @@ def _assignment_at(text: str, begin: int, end: int, spans: list[Span]) -> None:
     if kind == "key" and not _credential_like(value, quoted):
         return
     spans.append((value_start, value_start + len(value), SECRET))
+
+
+_CLOSERS: Final = "\\\"'`[]"
+_OPERATOR_OR_QUOTE: Final = ":=!?+\"'`@\\"
+
+
+def _may_assign(text: str, name: str, end: int) -> bool:
+    """Whether what follows a name can give it a value: a closing quote or bracket, or after
+    blanks an operator, a quote or "@", or (a command-line flag) anything after a blank.
+    Prose ("the token is expired") fails here, before any regex runs."""
+    if text[end : end + 1] in _CLOSERS and end < len(text):
+        return True
+    after = end
+    while after < len(text) and text[after] in " \t":
+        after += 1
+    if after > end and name.startswith("-"):
+        return True
+    return after < len(text) and text[after] in _OPERATOR_OR_QUOTE
 
 
 def _authorization_value(text: str, start: int, quoted_end: int | None, spans: list[Span]) -> None:
