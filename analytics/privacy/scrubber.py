@@ -156,7 +156,6 @@ def _find_token_words(folded: bytes) -> _Words:
 _SPACE: Final = ord(" ")
 _DIGIT: Final = ord("0")
 _LONG_SEED: Final = b"a" * 20
-_NON_ASCII_RE: Final = re.compile(r"[^\x00-\x7f]")
 _HEX_DIGITS: Final = "0123456789abcdefABCDEF"
 _HAS_DIGIT_RE: Final = re.compile(r"\d")
 _WORDISH_RE: Final = re.compile(r"[a-z]+(?:[_\-.][a-z]+)*\d*")
@@ -198,7 +197,7 @@ def _scan_spans(text: str, folded: bytes, places: _Words, spans: list[Span]) -> 
                 after = at + len(infix)
     runs = folded.translate(_RUN_TABLE)
     claimed = _claim_runs_by_prefix(text, runs, places, spans)
-    _claim_long_runs(text, runs, claimed, spans)
+    _claim_long_runs(text, folded, runs, claimed, spans)
     numbers = folded.translate(_NUM_TABLE)
     _ipv4_spans(text, numbers, spans)
     for hint_re, number_re, check, placeholder in _NUMBER_KINDS:
@@ -230,7 +229,7 @@ def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Sp
     return claimed
 
 
-def _claim_long_runs(text: str, runs: bytes, claimed: set[int], spans: list[Span]) -> None:
+def _claim_long_runs(text: str, folded: bytes, runs: bytes, claimed: set[int], spans: list[Span]) -> None:
     """Runs long enough for a one-character head's format or the entropy fallback: runs under
     20 characters (most words, names and paths) are not visited, except where a non-ASCII
     character ends one (see _claim_runs_before_non_ascii)."""
@@ -251,20 +250,23 @@ def _claim_long_runs(text: str, runs: bytes, claimed: set[int], spans: list[Span
                 _random_run(text, at, end, spans)
         at = runs.find(seed, end)
     if not text.isascii():
-        _claim_runs_before_non_ascii(text, runs, claimed, spans)
+        _claim_runs_before_non_ascii(text, folded, runs, claimed, spans)
 
 
-def _claim_runs_before_non_ascii(text: str, runs: bytes, claimed: set[int], spans: list[Span]) -> None:
+def _claim_runs_before_non_ascii(
+    text: str, folded: bytes, runs: bytes, claimed: set[int], spans: list[Span]
+) -> None:
     """A pattern's ``\\w`` also matches non-ASCII letters, which are not token characters, so a
-    one-character head's format may reach past a run of 12 to 19 that such a letter ends."""
-    for found in _NON_ASCII_RE.finditer(text):
-        end = found.start()
-        if end == 0 or runs[end - 1] == _SPACE:
-            continue
-        at = runs.rfind(b" ", 0, end) + 1
-        single = text[at] in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
-        if single and 12 <= end - at < 20 and at not in claimed:
-            _claim_prefix(text, at, _BY_HEAD[text[at]], spans)
+    one-character head's format may reach past a run of 12 to 19 that such a letter ends.
+    Non-ASCII characters are "?" in the folded text (C finds those faster than a regex)."""
+    end = folded.find(b"?")
+    while end >= 0:
+        if end and runs[end - 1] != _SPACE and not text[end].isascii():
+            at = runs.rfind(b" ", 0, end) + 1
+            single = text[at] in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
+            if single and 12 <= end - at < 20 and at not in claimed:
+                _claim_prefix(text, at, _BY_HEAD[text[at]], spans)
+        end = folded.find(b"?", end + 1)
 
 
 def _random_run(text: str, at: int, end: int, spans: list[Span]) -> None:
