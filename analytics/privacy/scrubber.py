@@ -202,16 +202,8 @@ def _scan_spans(text: str, folded: bytes, places: _Words, spans: list[Span]) -> 
     _claim_long_runs(text, folded, runs, claimed, spans)
     numbers = folded.translate(_NUM_TABLE)
     _ipv4_spans(text, numbers, spans)
-    for hint_re, number_re, check, placeholder in _NUMBER_KINDS:
-        done = 0
-        for hint in hint_re.finditer(numbers):
-            if hint.start() < done:
-                continue
-            begin = max(0, hint.start() - 4)
-            for found in number_re.finditer(text, begin, min(len(text), hint.end() + 40)):
-                done = found.end()
-                if check(text, found):
-                    spans.append((found.start(), found.end(), placeholder))
+    _card_spans(text, numbers, spans)
+    _iban_spans(text, numbers, spans)
 
 
 def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Span]) -> set[int]:
@@ -681,14 +673,6 @@ def _iban(_text: str, found: re.Match[str]) -> bool:
     return is_iban(found.group().replace(" ", ""))
 
 
-_NUMBER_KINDS: Final[
-    tuple[tuple[re.Pattern[bytes], re.Pattern[str], Callable[[str, re.Match[str]], bool], str], ...]
-] = (
-    (_NUMBER_HINTS[1], _CARD_RE, _card, CARD),
-    (_NUMBER_HINTS[2], _IBAN_RE, _iban, IBAN),
-)
-
-
 def _ipv4_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
     """An IPv4 address at each ".0.0." of the number map: its first group is the (at most three)
     digits right before, so the address regex is tried at one place, not over a window."""
@@ -705,6 +689,33 @@ def _ipv4_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
             done = found.end()
             if _public_ipv4(text, found):
                 spans.append((found.start(), found.end(), IP))
+
+
+def _card_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
+    """Card numbers around each "0000 0000" of the number map: the number may start a few
+    digits before it (groups of other sizes), so the regex scans a window."""
+    done = 0
+    for hint in _NUMBER_HINTS[1].finditer(numbers):
+        if hint.start() < done:
+            continue
+        begin = max(0, hint.start() - 4)
+        for found in _CARD_RE.finditer(text, begin, min(len(text), hint.end() + 40)):
+            done = found.end()
+            if _card(text, found):
+                spans.append((found.start(), found.end(), CARD))
+
+
+def _iban_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
+    """An IBAN at each "AA00" of the number map, which is where its country code starts."""
+    done = 0
+    for hint in _NUMBER_HINTS[2].finditer(numbers):
+        if hint.start() < done:
+            continue
+        found = _IBAN_RE.match(text, hint.start())
+        if found:
+            done = found.end()
+            if _iban(text, found):
+                spans.append((found.start(), found.end(), IBAN))
 
 
 def _is_version(text: str, at: int) -> bool:
