@@ -442,18 +442,21 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
             end = names.find(b" ", at + len(stem))
             if end < 0:
                 end = len(text)
-            if begin not in seen:
-                seen.add(begin)
-                _assignment_at(text, begin, end, spans)
+            if begin in seen:
+                continue
+            seen.add(begin)
+            name_end = end
+            while name_end > begin and text[name_end - 1] == ".":
+                name_end -= 1  # "...the token." ends a sentence
+            name = text[begin:name_end]
+            kind = _name_kind(name)
+            if kind is not None:  # most names with a stem hold none: "tokens", "passed", "monkeypatch"
+                _assignment_at(text, begin, name_end, name, kind, spans)
 
 
-def _assignment_at(text: str, begin: int, end: int, spans: list[Span]) -> None:
-    while end > begin and text[end - 1] == ".":
-        end -= 1
-    name = text[begin:end]
-    kind = _name_kind(name)
-    if kind is None:
-        return
+def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans: list[Span]) -> None:
+    """The value given to the secret name ``text[begin:end]``, if any, by any of the forms
+    _ASSIGN_RE, _QUOTED_STATEMENT_RE, _REVERSED_RE and XML elements spell."""
     before = text[max(0, begin - 4) : begin].rstrip()
     reversed_value = (
         _REVERSED_RE.search(text, max(0, begin - 200), begin) if before.endswith(("==", "!=")) else None
