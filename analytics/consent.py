@@ -118,12 +118,10 @@ def read_saved_level(root: Path) -> str | None:
 
 
 def save_level(root: Path, level: str) -> None:
-    from analytics.state import write_private
+    from analytics.state import replace_private
 
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = root / f".{LEVEL_FILE}.{os.getpid()}"
-    write_private(tmp, level.encode("ascii"))
-    os.replace(tmp, root / LEVEL_FILE)
+    replace_private(root / LEVEL_FILE, level.encode("ascii"))
 
 
 def forget_level(root: Path) -> None:

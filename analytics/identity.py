@@ -76,11 +76,9 @@ def read_identified(root: Path) -> str | None:
 
 
 def save_identified(root: Path, user_id: str) -> None:
-    from analytics.state import write_private
+    from analytics.state import replace_private
 
-    tmp = root / f".{IDENTIFIED_FILE}.{os.getpid()}"
-    write_private(tmp, user_id.encode("utf-8"))
-    os.replace(tmp, root / IDENTIFIED_FILE)
+    replace_private(root / IDENTIFIED_FILE, user_id.encode("utf-8"))
 
 
 def forget_identified(root: Path) -> None:

@@ -178,3 +178,10 @@ def write_private(path: Path, content: bytes) -> None:
         os.write(fd, content)
     finally:
         os.close(fd)
+
+
+def replace_private(path: Path, content: bytes) -> None:
+    """Write ``path`` (0600) whole or not at all: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    write_private(tmp, content)
+    os.replace(tmp, path)

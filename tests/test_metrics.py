@@ -29,6 +29,7 @@ from analytics.metrics import (
 )
 from analytics_cli.main import app
 from tests.hogql import aliased, evaluate_time, events_select, parse_select, selects
+from tests.test_dashboards import VALUE_COLUMNS
 
 runner = CliRunner()
 
@@ -232,18 +233,7 @@ def test_report_reads_what_the_demo_delivered(tmp_path: Path) -> None:
 def test_each_metrics_y_series_is_its_value_column_and_numeric(state_dir: Path) -> None:
     write_archive(state_dir, synthetic_archive())
     data = json.loads(runner.invoke(app, ["report", "--json", "--state-dir", str(state_dir)]).stdout)
-    expected_values = {
-        "sessions_per_day": "sessions",
-        "sessions_per_week": "sessions",
-        "proposal_outcomes": "approval_rate",
-        "review_time": "p50_ms",
-        "chat_latency_by_model": "p50_s",
-        "tool_failure_rate": "failure_rate",
-        "errors_by_type": "errors",
-        "crash_free_sessions": "crash_free_rate",
-        "weekly_active_installs": "installs",
-    }
-    assert {m.key: m.value for m in METRICS} == expected_values
+    assert {m.key: m.value for m in METRICS} == VALUE_COLUMNS
     for metric in METRICS:
         assert metric.y[0] == metric.value
         assert data[metric.key], metric.key
