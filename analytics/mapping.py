@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from analytics import events as ev
 from analytics._version import __version__
-from analytics.privacy.caps import TRUNCATION_MARK, Cleaner, fit_to_budget
+from analytics.privacy.caps import TRUNCATION_MARK, Cleaner, GeneratedId, fit_to_budget
 from analytics.privacy.scrubber import Scrubber
 
 LIB_NAME: Final = "analytics-telemetry"
@@ -198,7 +198,7 @@ def _workspace_selected(event: ev.WorkspaceSelected, context: MappingContext) ->
 
 
 def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
-    trace_id = event.turn_id or uuid4()
+    trace_id = event.turn_id or GeneratedId(uuid4())
     properties: dict[str, Any] = {"$ai_trace_id": trace_id}
     if event.turn_id is not None:
         properties["$ai_parent_id"] = trace_id  # a child of the turn's $ai_trace, in its timeline
@@ -239,11 +239,11 @@ def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
 
 
 def _tool_call(event: ev.ToolCall, context: MappingContext) -> dict[str, Any]:
-    trace_id = event.turn_id or uuid4()
+    trace_id = event.turn_id or GeneratedId(uuid4())
     properties: dict[str, Any] = {
         "$ai_trace_id": trace_id,
         "$ai_parent_id": trace_id,
-        "$ai_span_id": event.span_id or uuid4(),
+        "$ai_span_id": event.span_id or GeneratedId(uuid4()),
         "$ai_span_name": event.tool_name,
         "$ai_span_type": "tool",
         "$ai_latency": event.duration_ms / 1000.0,

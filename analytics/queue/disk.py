@@ -108,6 +108,8 @@ _INSERT: Final = (
     " filename, value) VALUES (?, 1, 0, NULL, 0, 0, NULL, 0, 1, NULL, ?)"
 )
 _PEEK: Final = "SELECT key, mode, value FROM Cache WHERE raw = 1 ORDER BY key LIMIT ?"
+_YIELD_EVERY: Final = 50
+_MAX_KEY: Final = "SELECT max(key) FROM Cache"
 _NEWEST: Final = "SELECT key, mode, value FROM Cache WHERE raw = 1 ORDER BY key DESC LIMIT ?"
 # Keys per delete transaction. Each deleted row fires diskcache's two counting triggers, so a chunk
 # holds SQLite's write lock for ~4 µs a key, and an emit() in another thread may be waiting: the
@@ -301,6 +303,27 @@ class DiskQueue:
         with self._transaction(timeout=self._put_timeout if timeout is None else timeout):
             for record in records:
                 self._insert(pack(record), self._timeout)
+
+    def put_batch(self, records: list[bytes], *, timeout: float | None = None) -> None:
+        """Append many records in one transaction, one ``executemany`` (a journal segment moving
+        into the queue). Keys follow the newest key in the table: the transaction holds the
+        write lock, so no other writer can take one of them meanwhile."""
+        if not records:
+            return
+        stored = []
+        for index, record in enumerate(records):
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                time.sleep(0)  # lets an app thread waiting for the GIL have it: this runs in the background
+            stored.append(pack(record))
+        with self._transaction(timeout=timeout):
+            newest = self._execute(_MAX_KEY).fetchone()[0]
+            first = max(self._last_key + 1, int(time.time() * 1_000_000), (newest or 0) + 1)
+            self._execute_many(_INSERT, zip(range(first, first + len(stored)), stored, strict=True))
+            self._last_key = first + len(stored) - 1
+
+    def _execute_many(self, sql: str, rows: Iterable[tuple[int, bytes]]) -> None:
+        with sqlite_section:
+            self._connection().executemany(sql, rows)
 
     def put_stored(self, stored: Iterable[bytes]) -> None:
         """Append records already in their stored form (read back from a damaged queue)."""
