@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # engine needed. Its Python wrapper drops the exit code, so the link points at the binary itself.
 COMPOSE := .tools/compose-v2/docker-compose
 
-.PHONY: demo test lint typecheck unit crash-soak clean
+.PHONY: demo test lint typecheck unit bench crash-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

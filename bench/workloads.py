@@ -162,6 +162,7 @@ def drain_ours(url: str, count: str) -> dict[str, Any]:
     for _ in range(n):
         telemetry.emit("ChatTurn", CHAT_TURN)
     telemetry._commit_pending()  # the backlog is on disk before the clock starts
+    telemetry._runtime.queue.move_journal()  # and moved from the journal into the queue
     sink_reset(url)
     started = time.perf_counter()
     drained = telemetry.flush(timeout=300)

@@ -210,7 +210,12 @@ class Journal:
                 raise OSError(errno.ENOSPC, "journal write cut short")
             segment.size += written
             segment.count += len(records)
-            return segment.size >= self.rotate_bytes
+            if segment.size < self.rotate_bytes:
+                return False
+            # Full: retire it now, so a move behind a fast producer reads ~1 MiB at a time.
+            self._retired.append(segment)
+            self._current = None
+            return True
 
     def _open_segment(self) -> Segment:
         try:
