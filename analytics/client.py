@@ -23,12 +23,12 @@ from analytics import events as ev
 from analytics._guard import guard
 from analytics.config import TelemetryConfig
 from analytics.forksafe import after_fork_in_child
-from analytics.mapping import EventRefused, MappingContext, to_posthog_message
 from analytics.session import Session, collect_crashed_sessions, session_start_event
 from analytics.state import StateFolder
 
-# Everything below is loaded when first needed (the queue at the first emit, delivery and Sentry
-# support at start()), so `import analytics` stays within SPEC 10's 150 ms.
+# Everything below is loaded when first needed (the mapping, the scrubber's rules and the queue at
+# the first emit or start(), delivery and Sentry support at start()), so `import analytics` stays
+# within SPEC 10's 150 ms and an app with telemetry switched off never loads them.
 if TYPE_CHECKING:
     import asyncio
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from analytics.errors.hooks import Hook, UncaughtHooks
     from analytics.errors.reporting import ErrorReporter
     from analytics.errors.sentry import SentryBridge
+    from analytics.mapping import EventRefused, MappingContext
     from analytics.privacy.identity import InstallIdentity
     from analytics.proposals import ProposalClock
     from analytics.queue import OfflineQueue
@@ -59,6 +60,9 @@ class _Runtime:
     identity: InstallIdentity
     queue: OfflineQueue
     context: MappingContext
+    # The mapping's entry point and its refusal, loaded with the runtime rather than at import.
+    to_message: Callable[..., bytes]
+    refused: type[EventRefused]
     proposals: ProposalClock | None
 
 
@@ -375,8 +379,8 @@ class Analytics:
         is a bug of ours on the way (``internal_error``), before the guard reports it."""
         try:
             domain_event = self._with_review_time(runtime, domain_event, at)
-            return to_posthog_message(domain_event, runtime.context, at=at, session_id=session_id)
-        except EventRefused as exc:
+            return runtime.to_message(domain_event, runtime.context, at=at, session_id=session_id)
+        except runtime.refused as exc:
             self._refuse(exc.reason, domain_event.event_name(), str(exc))
             return None
         except Exception:
@@ -440,6 +444,7 @@ class Analytics:
         )
 
     def _ensure_runtime(self) -> _Runtime:
+        from analytics import mapping
         from analytics.privacy.scrubber import Scrubber
         from analytics.queue import OfflineQueue, QueueBounds
 
@@ -455,7 +460,7 @@ class Analytics:
                 clock=self._clock,
                 on_recreated=lambda: _restore_quietly(state, identity),
             )
-            context = MappingContext(
+            context = mapping.MappingContext(
                 distinct_id=config.user_id or identity.install_id,
                 session_id=self._session.id,
                 app_version=config.app_version,
@@ -469,7 +474,15 @@ class Analytics:
                 max_event_bytes=config.max_event_bytes,
                 person_profiles=config.user_id is not None,
             )
-            self._runtime = _Runtime(state, identity, queue, context, _proposal_clock(state, config))
+            self._runtime = _Runtime(
+                state,
+                identity,
+                queue,
+                context,
+                mapping.to_posthog_message,
+                mapping.EventRefused,
+                _proposal_clock(state, config),
+            )
             return self._runtime
 
     def _open_marker(self, runtime: _Runtime) -> None:

@@ -128,6 +128,7 @@ class OfflineQueue:
         self._journal_retry = 0.0
         self._mover: JournalMover | None = None
         self._move_lock = threading.RLock()
+        self._bounds_lock = threading.Lock()
         self._moving = False
         self._next_adopt = 0.0
         if self._disk is not None:
@@ -137,6 +138,7 @@ class OfflineQueue:
     def _after_fork(self) -> None:
         self._lock = threading.RLock()
         self._move_lock = threading.RLock()
+        self._bounds_lock = threading.Lock()
         self._moving = False
         self._mover = None  # the parent's thread did not come along
         # The parent still holds (and will deliver) what its memory buffer held.
@@ -315,16 +317,26 @@ class OfflineQueue:
                 self._disk_failed(disk, exc)
         return removed
 
+    @property
+    def damage_waiting(self) -> bool:
+        """A damaged queue file is set aside and not yet read back (:meth:`maintain` does it)."""
+        return bool(self._damaged)
+
     def maintain(self) -> None:
         """Background upkeep (the uploader's thread, or flush()): read back damaged queues, write
         the memory buffer to disk, remember the depth. Never raises."""
         disk = self._usable_disk()
         if disk is None:
             return
-        while self._damaged:
-            self._read_back(self._damaged.pop(0))
+        # The moves first: writing the journal into a damaged file is how damage is found now
+        # (emit() no longer touches SQLite), and what they set aside is read back just below.
         self.adopt_orphans()
         self.move_journal()
+        for aside in list(self._damaged):  # once each: one that fails stays for the next upkeep
+            if self._disk is None:
+                break
+            self._damaged.remove(aside)
+            self._read_back(aside)
         try:
             while self._memory and len(self._memory) > len(self._in_flight):
                 before = len(self._memory)
@@ -491,7 +503,19 @@ class OfflineQueue:
     # -- bounds --------------------------------------------------------------------------------
 
     def enforce_bounds(self) -> None:
-        """Drop the oldest records over any bound, counting each by reason."""
+        """Drop the oldest records over any bound, counting each by reason.
+
+        One thread at a time, and a thread that finds another at it leaves it to that one: two
+        measuring the excess at once would both drop it.
+        """
+        if not self._bounds_lock.acquire(blocking=False):
+            return
+        try:
+            self._enforce_bounds()
+        finally:
+            self._bounds_lock.release()
+
+    def _enforce_bounds(self) -> None:
         disk = self._disk
         if disk is None:
             return
@@ -603,11 +627,15 @@ class OfflineQueue:
         try:
             os.replace(self._state.queue_dir, aside)
             self._damaged.append(aside)
-            return DiskQueue(self._state.queue_dir)
+            fresh = DiskQueue(self._state.queue_dir)
         except STORE_ERRORS as exc2:
             self._disk_problem = f"damaged and could not be replaced: {exc2}"
             logger.warning("telemetry queue could not be replaced, events kept in memory: %s", exc2)
             return None
+        # The fresh file is ours: without this, the next folder check would take it for a folder
+        # deleted under us and "recreate" it.
+        self._identity = _file_identity(fresh)
+        return fresh
 
     def _read_back(self, aside: Path) -> None:
         """Move what a damaged queue still holds into the queue; count what it lost, by event."""
