@@ -16,7 +16,7 @@ from typing import Any
 
 from analytics import events as ev
 from analytics.filelock import try_lock, unlock
-from analytics.mapping import uuid7
+from analytics.ids import uuid7
 from analytics.state import OWNED_FOLDERS
 
 

@@ -10,6 +10,10 @@
   Whatever is still only in memory when the queue closes is counted (``disk_unavailable``).
 - A state folder deleted under a running app is noticed, recreated, and what the old (unlinked)
   database still held is copied into the new one.
+- ``put`` appends to this process's journal (:mod:`analytics.queue.journal`): one ``write()``,
+  durable against ``kill -9``. A background thread (:class:`JournalMover`) moves the journal into
+  the diskcache queue a segment at a time and enforces the bounds there, off the app's path; the
+  uploader moves it too before it reads a batch, and segments left by dead processes are adopted.
 - A forked child keeps no copy of its parent's memory buffer (the parent delivers it), and does
   not touch SQLite at all if the fork caught one of our threads inside it.
 
@@ -18,12 +22,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +48,7 @@ from analytics.queue.disk import (
     record_timestamp,
     unpack,
 )
+from analytics.queue.journal import Journal, Segment, adopt_orphans, parse, read_fd, segment_paths
 from analytics.queue.meta import MetaStore
 from analytics.queue.salvage import salvage
 from analytics.state import DISKCACHE_FILES, StateFolder, purge_folder
@@ -54,6 +61,14 @@ DROP_CHUNK: Final = 500
 WAL_CHECKPOINT_BYTES: Final = 8 * 1024 * 1024
 # Memory records written back to disk at a time, on an app's put (the uploader writes the rest).
 DRAIN_ON_PUT: Final = 100
+# How far the journal may run ahead of the byte bound while the background step catches up.
+JOURNAL_SLACK_BYTES: Final = 16 * 1024 * 1024
+# How often the background thread moves the journal into the queue when nobody asks sooner.
+MOVE_INTERVAL_SECONDS: Final = 0.2
+# How often it looks for segments left by processes that died.
+ADOPT_INTERVAL_SECONDS: Final = 5.0
+# How long a move waits for SQLite's write lock (it runs in the background: it may wait).
+MOVE_WAIT_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -110,12 +125,23 @@ class OfflineQueue:
         self.meta = MetaStore(state.meta_dir if usable else None)
         self._damaged: list[Path] = state.damaged_queues() if usable else []
         self._disk: DiskQueue | None = self._open_disk() if usable else None
+        self._journal: Journal | None = Journal(state.journal_dir) if usable else None
+        self._journal_retry = 0.0
+        self._mover: JournalMover | None = None
+        self._move_lock = threading.RLock()
+        self._bounds_lock = threading.Lock()
+        self._moving = False
+        self._next_adopt = 0.0
         if self._disk is not None:
             self.enforce_bounds()
         after_fork_in_child(self, OfflineQueue._after_fork)
 
     def _after_fork(self) -> None:
         self._lock = threading.RLock()
+        self._move_lock = threading.RLock()
+        self._bounds_lock = threading.Lock()
+        self._moving = False
+        self._mover = None  # the parent's thread did not come along
         # The parent still holds (and will deliver) what its memory buffer held.
         self._memory = deque()
         self._in_flight = set()
@@ -128,6 +154,41 @@ class OfflineQueue:
 
     def put(self, record: bytes) -> None:
         """Append one encoded message. Never raises, never waits more than a few milliseconds."""
+        if self._journal_append((record,)):
+            return
+        self._put_disk(record)
+
+    def _journal_append(self, records: tuple[bytes, ...] | list[bytes]) -> bool:
+        """Journal the records (the usual path); False when the journal cannot take them now."""
+        journal = self._journal
+        if journal is None or journal.pending_bytes > self._bounds.max_bytes + JOURNAL_SLACK_BYTES:
+            # A journal that cannot be moved (the queue is unusable) is bounded too: the direct
+            # path then keeps the event in memory and counts what it must drop.
+            return False
+        if self._journal_retry and time.monotonic() < self._journal_retry:
+            return False
+        try:
+            full = journal.append(records)
+        except OSError as exc:
+            logger.debug("journal unavailable, writing to the queue directly: %s", exc)
+            self._journal_retry = time.monotonic() + self._retry_interval
+            return False
+        mover = self._mover
+        if mover is None:
+            mover = self._start_mover()
+        if full:
+            mover.wake()
+        return True
+
+    def _start_mover(self) -> JournalMover:
+        with self._lock:
+            if self._mover is None:
+                self._mover = JournalMover(self)
+                self._mover.start()
+                _move_at_exit(self)
+            return self._mover
+
+    def _put_disk(self, record: bytes) -> None:
         # Two tries: a damaged file is replaced by _disk_failed, and the second try writes to that.
         for _ in range(2):
             disk = self._usable_disk()
@@ -147,7 +208,9 @@ class OfflineQueue:
         self._put_memory(record)
 
     def put_many(self, records: list[bytes]) -> None:
-        """Append several records in one transaction (group commit). Never raises."""
+        """Append several records in one write (group commit). Never raises."""
+        if not records or self._journal_append(records):
+            return
         disk = self._usable_disk()
         if disk is not None:
             try:
@@ -160,7 +223,7 @@ class OfflineQueue:
                 self._written(disk, len(records), sum(len(r) for r in records))
                 return
         for record in records:
-            self.put(record)  # one by one: each finds the disk, or the memory buffer
+            self._put_disk(record)  # one by one: each finds the disk, or the memory buffer
 
     def _written(self, disk: DiskQueue, count: int, size: int) -> None:
         """Count down to the next bound check; check the folder and the bounds when it is due."""
@@ -239,6 +302,7 @@ class OfflineQueue:
         batch: list[tuple[int, bytes]] = []
         disk = None if memory_only else self._usable_disk()
         if disk is not None:
+            self.move_journal()
             try:
                 batch = disk.peek(limit, yield_every=yield_every)
             except STORE_ERRORS as exc:
@@ -285,14 +349,26 @@ class OfflineQueue:
                 self._disk_failed(disk, exc)
         return removed
 
+    @property
+    def damage_waiting(self) -> bool:
+        """A damaged queue file is set aside and not yet read back (:meth:`maintain` does it)."""
+        return bool(self._damaged)
+
     def maintain(self) -> None:
         """Background upkeep (the uploader's thread, or flush()): read back damaged queues, write
         the memory buffer to disk, remember the depth. Never raises."""
         disk = self._usable_disk()
         if disk is None:
             return
-        while self._damaged:
-            self._read_back(self._damaged.pop(0))
+        # The moves first: writing the journal into a damaged file is how damage is found now
+        # (emit() no longer touches SQLite), and what they set aside is read back just below.
+        self.adopt_orphans()
+        self.move_journal()
+        for aside in list(self._damaged):  # once each: one that fails stays for the next upkeep
+            if self._disk is None:
+                break
+            self._damaged.remove(aside)
+            self._read_back(aside)
         try:
             while self._memory and len(self._memory) > len(self._in_flight):
                 before = len(self._memory)
@@ -302,6 +378,94 @@ class OfflineQueue:
         except STORE_ERRORS as exc:
             logger.debug("memory buffer stays in memory: %s", exc)
         self._remember_depth()
+
+    # -- the journal ---------------------------------------------------------------------------
+
+    def move_journal(self, *, enforce: bool = False) -> int:
+        """Move this process's journaled records into the queue, a segment per transaction;
+        returns how many moved. Background only; never raises. ``enforce``: check the bounds after.
+
+        A segment that cannot be moved now stays (on disk, durable) and is tried again.
+        """
+        journal = self._journal
+        disk = self._checked_disk() if journal is not None and journal.pending else self._disk
+        if journal is None or disk is None or not journal.pending:
+            if enforce and disk is not None:
+                self.enforce_bounds()
+            return 0
+        if not self._move_lock.acquire(timeout=MOVE_WAIT_SECONDS):
+            return 0
+        moved = 0
+        try:
+            if self._moving:
+                return 0  # re-entered (a signal handler in this very thread): the outer move goes on
+            self._moving = True
+            for segment in journal.retire():
+                moved += self._move_segment(journal, disk, segment)
+        finally:
+            self._moving = False
+            self._move_lock.release()
+        if moved or enforce:
+            self.enforce_bounds()
+        return moved
+
+    def _move_segment(self, journal: Journal, disk: DiskQueue, segment: Segment) -> int:
+        try:
+            found = parse(read_fd(segment.fd))
+            disk.put_batch(found.records, timeout=MOVE_WAIT_SECONDS)
+        except STORE_ERRORS as exc:
+            if not isinstance(exc, StoreBusy):
+                self._disk_failed(disk, exc)
+            return 0
+        segment.count = 0  # in the queue now: counted there, no longer here
+        if found.torn:
+            self.meta.count_drop("journal_torn", found.torn)
+        journal.moved(segment)
+        return len(found.records)
+
+    def adopt_orphans(self) -> int:
+        """Read back the segments of processes that died (their lock is free) into the queue,
+        counting each record that was cut short or damaged (``journal_torn``). Never raises."""
+        journal, disk = self._journal, self._checked_disk()
+        if journal is None or disk is None:
+            return 0
+        self._next_adopt = time.monotonic() + ADOPT_INTERVAL_SECONDS
+        try:
+            adopted, torn = adopt_orphans(
+                journal.directory,
+                lambda records: disk.put_batch(records, timeout=MOVE_WAIT_SECONDS),
+                skip=journal.own,
+            )
+        except STORE_ERRORS as exc:
+            logger.debug("journal segments not read back yet: %s", exc)
+            return 0
+        if torn:
+            logger.warning("telemetry journal: %d damaged or cut-short records skipped (counted)", torn)
+            self.meta.count_drop("journal_torn", torn)
+        if adopted:
+            self.enforce_bounds()
+        return adopted
+
+    def _checked_disk(self) -> DiskQueue | None:
+        """The disk, its folder checked now (one stat): a move is rare enough to always look, and
+        writing into a queue whose folder was deleted would lose the move."""
+        disk = self._usable_disk()
+        return self._check_folder(disk) if disk is not None else None
+
+    def adopt_due(self) -> bool:
+        return time.monotonic() >= self._next_adopt
+
+    def journaled_elsewhere(self) -> int:
+        """Records in segments of other live processes (not ours to move): counted for status."""
+        journal = self._journal
+        if journal is None:
+            return 0
+        count = 0
+        for path in segment_paths(journal.directory):
+            if not journal.own(path):
+                with contextlib.suppress(OSError):
+                    count += len(parse(path.read_bytes()).records)
+        return count
 
     def _remember_depth(self) -> None:
         """Keep the queue's depth beside it: if the queue file is later lost whole, this is how
@@ -322,7 +486,8 @@ class OfflineQueue:
 
     def __len__(self) -> int:
         disk = self._disk
-        depth = len(self._memory)
+        journal = self._journal
+        depth = len(self._memory) + (journal.pending if journal is not None else 0)
         if disk is not None:
             with contextlib.suppress(*STORE_ERRORS):
                 depth += len(disk)
@@ -342,7 +507,7 @@ class OfflineQueue:
             oldest = record_timestamp(self._memory[0][1])
         age = None if oldest is None else max(0.0, self._clock() - oldest)
         return QueueStats(
-            depth=len(self),
+            depth=len(self) + self.journaled_elsewhere(),
             bytes_on_disk=volume,
             oldest_age_seconds=age,
             storage="disk" if self._disk is not None else "memory",
@@ -370,7 +535,19 @@ class OfflineQueue:
     # -- bounds --------------------------------------------------------------------------------
 
     def enforce_bounds(self) -> None:
-        """Drop the oldest records over any bound, counting each by reason."""
+        """Drop the oldest records over any bound, counting each by reason.
+
+        One thread at a time, and a thread that finds another at it leaves it to that one: two
+        measuring the excess at once would both drop it.
+        """
+        if not self._bounds_lock.acquire(blocking=False):
+            return
+        try:
+            self._enforce_bounds()
+        finally:
+            self._bounds_lock.release()
+
+    def _enforce_bounds(self) -> None:
         disk = self._disk
         if disk is None:
             return
@@ -482,11 +659,15 @@ class OfflineQueue:
         try:
             os.replace(self._state.queue_dir, aside)
             self._damaged.append(aside)
-            return DiskQueue(self._state.queue_dir)
+            fresh = DiskQueue(self._state.queue_dir)
         except STORE_ERRORS as exc2:
             self._disk_problem = f"damaged and could not be replaced: {exc2}"
             logger.warning("telemetry queue could not be replaced, events kept in memory: %s", exc2)
             return None
+        # The fresh file is ours: without this, the next folder check would take it for a folder
+        # deleted under us and "recreate" it.
+        self._identity = _file_identity(fresh)
+        return fresh
 
     def _read_back(self, aside: Path) -> None:
         """Move what a damaged queue still holds into the queue; count what it lost, by event."""
@@ -562,7 +743,15 @@ class OfflineQueue:
         return self._memory_key
 
     def close(self) -> None:
-        """Write the memory buffer to disk if at all possible; count whatever cannot be."""
+        """Move the journal and the memory buffer to disk if at all possible; count whatever
+        cannot be (a journal segment that cannot be moved stays on disk for the next start)."""
+        mover, self._mover = self._mover, None
+        if mover is not None:
+            mover.stop()
+        self.move_journal()
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            journal.close()
         with self._lock:
             self._closed = True
             disk, self._disk = self._disk, None
@@ -606,3 +795,57 @@ def _file_identity(disk: DiskQueue) -> tuple[int, int] | None:
 def _close_quietly(disk: DiskQueue) -> None:
     with contextlib.suppress(*STORE_ERRORS):
         disk.close()
+
+
+class JournalMover:
+    """The background thread that moves the journal into the queue and keeps the bounds, so
+    neither happens on ``emit()``'s path (SPEC 10: the cost of an emit must not grow with the queue)."""
+
+    def __init__(self, queue: OfflineQueue, interval: float = MOVE_INTERVAL_SECONDS) -> None:
+        self._queue = queue
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="analytics-journal", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                if self._queue.adopt_due():
+                    self._queue.adopt_orphans()
+                self._queue.move_journal(enforce=True)
+            except Exception:  # the thread must outlive any bug; what stays journaled is durable
+                logger.exception("telemetry journal move failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not threading.current_thread() and self._thread.ident is not None:
+            self._thread.join(5)
+
+
+def _move_at_exit(queue: OfflineQueue) -> None:
+    """At interpreter exit, move what is journaled into the queue (an app that never called
+    ``shutdown()``): ``analytics queue`` then shows it at once. Were this skipped (``os._exit``,
+    ``kill -9``), the segment would wait, durable, for the next process to adopt it."""
+    ref = weakref.ref(queue)
+
+    def move() -> None:
+        target = ref()
+        if target is not None:
+            mover, target._mover = target._mover, None
+            if mover is not None:
+                mover.stop()
+            target.move_journal()
+
+    atexit.register(move)
