@@ -16,8 +16,8 @@ from analytics import AppEvent, Hashed, Text
 from analytics.client import Analytics
 from analytics.config import TelemetryConfig
 from analytics.integrations.fastapi import telemetry_router
-from analytics.queue import DiskQueue
 from analytics.testing import CaptureServer
+from tests.conftest import queued_messages
 
 TOKEN = "phc_router_settings_token"
 LOCAL = ("127.0.0.1", 50123)
@@ -58,17 +58,6 @@ def client_for(telemetry: Analytics, *, client: tuple[str, int] = LOCAL, **optio
     return TestClient(app, client=client)
 
 
-def queued_on_disk(state_dir: Path) -> list[dict[str, Any]]:
-    queue_dir = state_dir / "queue"
-    if not queue_dir.is_dir():
-        return []
-    disk = DiskQueue(queue_dir)
-    try:
-        return [json.loads(record) for _key, record in disk.peek(10_000)]
-    finally:
-        disk.close()
-
-
 def test_get_reports_what_the_settings_page_shows_with_the_token_masked(
     telemetry: Analytics, server: CaptureServer
 ) -> None:
@@ -90,16 +79,16 @@ def test_get_reports_what_the_settings_page_shows_with_the_token_masked(
 def test_opting_out_purges_the_queue_on_disk(telemetry: Analytics, state_dir: Path) -> None:
     telemetry.start()
     telemetry.emit(SettingsOpened(section="privacy"))
-    assert "settings_opened" in [m["event"] for m in queued_on_disk(state_dir)]
+    assert "settings_opened" in [m["event"] for m in queued_messages(state_dir)]
     with client_for(telemetry) as client:
         body = client.put("/telemetry", json={"enabled": False}).json()
         assert body["enabled"] is False
         assert body["level"] == "off"
         assert body["queue_depth"] == 0
         assert client.get("/telemetry/preview").json() == {"queued": [], "archived": []}
-    assert queued_on_disk(state_dir) == []
+    assert queued_messages(state_dir) == []
     telemetry.emit(SettingsOpened(section="after"))
-    assert queued_on_disk(state_dir) == []
+    assert queued_messages(state_dir) == []
 
 
 def test_opting_back_in_starts_a_new_session_that_is_delivered(
@@ -131,7 +120,7 @@ def test_level_and_full_content_change_through_the_api_and_lowering_purges(
         assert body["level"] == "error"
         assert body["drops"]["level_lowered"] == 1
         assert client.put("/telemetry", json={"level": "everything"}).status_code == 422
-    assert queued_on_disk(state_dir) == []
+    assert queued_messages(state_dir) == []
     assert telemetry.level == "error"
 
 
@@ -144,7 +133,7 @@ def test_user_id_identifies_and_null_resets(telemetry: Analytics, state_dir: Pat
         assert "reserved" in refused.json()["detail"]
         assert client.put("/telemetry", json={"user_id": None}).json()["user_id_set"] is False
     assert telemetry.distinct_id not in (None, "user-42")
-    [identify] = [m for m in queued_on_disk(state_dir) if m["event"] == "$identify"]
+    [identify] = [m for m in queued_messages(state_dir) if m["event"] == "$identify"]
     assert identify["distinct_id"] == "user-42"
 
 
@@ -181,7 +170,7 @@ def test_frontend_events_are_validated_and_queued_scrubbed(
         assert "sk-secretvalue" not in invalid.text
         preview = client.get("/telemetry/preview", params={"limit": 5}).json()
     assert [m["event"] for m in preview["queued"]] == ["model_switched", "settings_opened"]
-    assert preview["queued"] == queued_on_disk(state_dir)  # exactly what waits to be sent
+    assert preview["queued"] == queued_messages(state_dir)  # exactly what waits to be sent
     assert telemetry.flush(timeout=10)
     [switched] = [e for e in server.events if e["event"] == "model_switched"]
     sent = json.dumps(switched)

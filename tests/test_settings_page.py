@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from analytics.queue import DiskQueue
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, queued_messages
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -114,17 +113,6 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
-def queued_on_disk(state_dir: Path) -> list[dict[str, Any]]:
-    queue_dir = state_dir / "queue"
-    if not queue_dir.is_dir():
-        return []
-    disk = DiskQueue(queue_dir)
-    try:
-        return [json.loads(record) for _key, record in disk.peek(10_000)]
-    finally:
-        disk.close()
-
-
 def wait_for(browser: Any, script: str, timeout: float = 15.0) -> Any:
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -164,17 +152,17 @@ def test_the_settings_page_previews_scrubbed_messages_and_opting_out_purges_the_
     assert project not in preview
     ARTIFACTS.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "settings-page.png"))
-    queued = queued_on_disk(state_dir)
+    queued = queued_messages(state_dir)
     assert {m["event"] for m in queued} >= {"session_started", "proposal_created", "settings_opened"}
 
     Select(browser.find_element(By.ID, "level")).select_by_value("error")
     wait_for(browser, "return document.body.dataset.state === 'on-error'")
     assert call(base, "GET", "/telemetry")["level"] == "error"
-    assert {m["event"] for m in queued_on_disk(state_dir)} <= {"$exception", "session_ended"}
+    assert {m["event"] for m in queued_messages(state_dir)} <= {"$exception", "session_ended"}
 
     browser.find_element(By.ID, "enabled").click()
     wait_for(browser, "return document.body.dataset.state === 'off'")
-    assert queued_on_disk(state_dir) == []
+    assert queued_messages(state_dir) == []
     assert (state_dir / "queue").exists() is False or not any((state_dir / "queue").iterdir())
     settings = call(base, "GET", "/telemetry")
     assert (settings["enabled"], settings["queue_depth"]) == (False, 0)

@@ -315,6 +315,7 @@ class OfflineQueue:
     def newest(self, limit: int) -> list[bytes]:
         """The newest ``limit`` records, oldest of them first, left in place (for a preview: no
         upload lease needed, nothing is marked in flight)."""
+        self.move_journal()  # what this process emitted a moment ago is part of "newest"
         records: list[bytes] = []
         disk = self._usable_disk()
         if disk is not None:
