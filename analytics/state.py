@@ -34,7 +34,7 @@ OWNED_FOLDERS: Final[dict[str, re.Pattern[str]]] = {
     "proposals": DISKCACHE_FILES,
     "archive": re.compile(r"\d{4}-\d{2}-\d{2}\.jsonl|undated\.jsonl"),
     "sessions": re.compile(rf"{_UUID}\.json"),
-    "journal": re.compile(r"\d+-[0-9a-f]{8}\.seg"),
+    "journal": re.compile(r"\d+-[0-9a-f]{8}\.(?:seg|new)"),
 }
 # A damaged queue set aside: queue.corrupt-<time>-<pid>, laid out like queue/.
 _CORRUPT_QUEUE: Final = re.compile(r"queue\.corrupt-\d+-\d+")

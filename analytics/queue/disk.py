@@ -21,6 +21,7 @@ survives the process being killed at any instant; only a power cut may lose the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -80,6 +81,11 @@ _DECODE_V2: Final = tuple(reversed(_ENCODE_V2))
 _STORED_PREFIX: Final = b"\x00\x02"
 
 
+@functools.cache
+def _insert_rows_sql(rows: int) -> str:
+    return _INSERT_INTO + ",".join([_VALUES_ROW] * rows)
+
+
 def pack(record: bytes) -> bytes:
     """The stored form of an encoded message."""
     for text, token in _ENCODE_V2:
@@ -103,10 +109,16 @@ def unpack(stored: bytes) -> bytes:
 
 # store_time and access_time are 0: nothing reads them (no eviction policy, the key holds the
 # insertion time), and SQLite stores an integer 0 in no bytes at all.
-_INSERT: Final = (
+_INSERT_INTO: Final = (
     "INSERT INTO Cache (key, raw, store_time, expire_time, access_time, access_count, tag, size, mode,"
-    " filename, value) VALUES (?, 1, 0, NULL, 0, 0, NULL, 0, 1, NULL, ?)"
+    " filename, value) VALUES "
 )
+_VALUES_ROW: Final = "(?, 1, 0, NULL, 0, 0, NULL, 0, 1, NULL, ?)"
+_INSERT: Final = _INSERT_INTO + _VALUES_ROW
+# Rows per INSERT when a batch goes in: one statement (one GIL release around SQLite's work) per
+# chunk rather than one per row. With an app thread busy, every release costs a wait of up to the
+# interpreter's switch interval to get the GIL back: per row, a 10,000-record segment took seconds.
+_ROWS_PER_INSERT: Final = 400
 _PEEK: Final = "SELECT key, mode, value FROM Cache WHERE raw = 1 ORDER BY key LIMIT ?"
 _YIELD_EVERY: Final = 50
 _MAX_KEY: Final = "SELECT max(key) FROM Cache"
@@ -312,7 +324,7 @@ class DiskQueue:
             for record in records:
                 self._insert(pack(record), self._timeout)
 
-    def put_batch(self, records: list[bytes], *, timeout: float | None = None) -> None:
+    def put_batch(self, records: list[bytes], *, timeout: float | None = None, polite: bool = False) -> None:
         """Append many records in one transaction, one ``executemany`` (a journal segment moving
         into the queue). Keys follow the newest key in the table: the transaction holds the
         write lock, so no other writer can take one of them meanwhile."""
@@ -320,18 +332,25 @@ class DiskQueue:
             return
         stored = []
         for index, record in enumerate(records):
-            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+            if polite and index % _YIELD_EVERY == _YIELD_EVERY - 1:
                 time.sleep(0)  # lets an app thread waiting for the GIL have it: this runs in the background
             stored.append(pack(record))
         with self._transaction(timeout=timeout):
             newest = self._execute(_MAX_KEY).fetchone()[0]
             first = max(self._last_key + 1, int(time.time() * 1_000_000), (newest or 0) + 1)
-            self._execute_many(_INSERT, zip(range(first, first + len(stored)), stored, strict=True))
+            self._insert_rows(first, stored)
             self._last_key = first + len(stored) - 1
 
-    def _execute_many(self, sql: str, rows: Iterable[tuple[int, bytes]]) -> None:
-        with sqlite_section:
-            self._connection().executemany(sql, rows)
+    def _insert_rows(self, first: int, stored: list[bytes]) -> None:
+        """Insert ``stored`` under consecutive keys from ``first``, many rows per statement."""
+        connection = self._connection()
+        for start in range(0, len(stored), _ROWS_PER_INSERT):
+            chunk = stored[start : start + _ROWS_PER_INSERT]
+            params: list[int | bytes] = []
+            for key, value in enumerate(chunk, first + start):
+                params += (key, value)
+            with sqlite_section:
+                connection.execute(_insert_rows_sql(len(chunk)), params)
 
     def put_stored(self, stored: Iterable[bytes]) -> None:
         """Append records already in their stored form (read back from a damaged queue)."""

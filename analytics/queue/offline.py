@@ -69,6 +69,13 @@ MOVE_INTERVAL_SECONDS: Final = 0.2
 ADOPT_INTERVAL_SECONDS: Final = 5.0
 # How long a move waits for SQLite's write lock (it runs in the background: it may wait).
 MOVE_WAIT_SECONDS: Final = 1.0
+# How long one move may go on. Segments move one transaction each; behind a producer that never
+# pauses there is always another, so a move stops at this budget (between segments) and the rest
+# stays journaled, durable, for the next round: flush() and shutdown() keep their deadlines, and
+# the background thread notices it was asked to stop.
+MOVE_BUDGET_SECONDS: Final = 0.25
+# A close moves less: shutdown(timeout) returns within its timeout and a second.
+CLOSE_MOVE_BUDGET_SECONDS: Final = 0.1
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class OfflineQueue:
         self._identity: tuple[int, int] | None = None
         self._disk_problem: str | None = None
         self._closed = False
+        self._closing = False
         usable = sqlite_is_safe() and self._ensure_folder()
         self.meta = MetaStore(state.meta_dir if usable else None)
         self._damaged: list[Path] = state.damaged_queues() if usable else []
@@ -173,16 +181,14 @@ class OfflineQueue:
             logger.debug("journal unavailable, writing to the queue directly: %s", exc)
             self._journal_retry = time.monotonic() + self._retry_interval
             return False
-        mover = self._mover
-        if mover is None:
-            mover = self._start_mover()
-        if full:
+        mover = self._mover or self._start_mover()
+        if full and mover is not None:
             mover.wake()
         return True
 
-    def _start_mover(self) -> JournalMover:
+    def _start_mover(self) -> JournalMover | None:
         with self._lock:
-            if self._mover is None:
+            if self._mover is None and not self._closing:
                 self._mover = JournalMover(self)
                 self._mover.start()
                 _move_at_exit(self)
@@ -302,9 +308,12 @@ class OfflineQueue:
         batch: list[tuple[int, bytes]] = []
         disk = None if memory_only else self._usable_disk()
         if disk is not None:
-            self.move_journal()
             try:
                 batch = disk.peek(limit, yield_every=yield_every)
+                # This process's journal holds only records newer than the queue's: move it
+                # only when the queue alone cannot fill the batch.
+                if len(batch) < limit and self.move_journal():
+                    batch = disk.peek(limit, yield_every=yield_every)
             except STORE_ERRORS as exc:
                 self._disk_failed(disk, exc)
         with self._lock:
@@ -382,11 +391,15 @@ class OfflineQueue:
 
     # -- the journal ---------------------------------------------------------------------------
 
-    def move_journal(self, *, enforce: bool = False) -> int:
+    def move_journal(
+        self, *, enforce: bool = False, budget: float = MOVE_BUDGET_SECONDS, polite: bool = False
+    ) -> int:
         """Move this process's journaled records into the queue, a segment per transaction;
-        returns how many moved. Background only; never raises. ``enforce``: check the bounds after.
+        returns how many moved. Never raises. ``enforce``: check the bounds after. ``polite``: the
+        background thread's move, which offers the GIL to the app now and then.
 
-        A segment that cannot be moved now stays (on disk, durable) and is tried again.
+        A segment that cannot be moved now stays (on disk, durable) and is tried again, and so do
+        the segments left when ``budget`` seconds have gone.
         """
         journal = self._journal
         disk = self._checked_disk() if journal is not None and journal.pending else self._disk
@@ -394,7 +407,8 @@ class OfflineQueue:
             if enforce and disk is not None:
                 self.enforce_bounds()
             return 0
-        if not self._move_lock.acquire(timeout=MOVE_WAIT_SECONDS):
+        deadline = time.monotonic() + budget
+        if not self._move_lock.acquire(timeout=min(budget, MOVE_WAIT_SECONDS)):
             return 0
         moved = 0
         try:
@@ -402,7 +416,12 @@ class OfflineQueue:
                 return 0  # re-entered (a signal handler in this very thread): the outer move goes on
             self._moving = True
             for segment in journal.retire():
-                moved += self._move_segment(journal, disk, segment)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                moved += self._move_segment(
+                    journal, disk, segment, wait=min(remaining, MOVE_WAIT_SECONDS), polite=polite
+                )
         finally:
             self._moving = False
             self._move_lock.release()
@@ -410,10 +429,12 @@ class OfflineQueue:
             self.enforce_bounds()
         return moved
 
-    def _move_segment(self, journal: Journal, disk: DiskQueue, segment: Segment) -> int:
+    def _move_segment(
+        self, journal: Journal, disk: DiskQueue, segment: Segment, *, wait: float, polite: bool
+    ) -> int:
         try:
-            found = parse(read_fd(segment.fd))
-            disk.put_batch(found.records, timeout=MOVE_WAIT_SECONDS)
+            found = parse(read_fd(segment.fd), polite=polite)
+            disk.put_batch(found.records, timeout=wait, polite=polite)
         except STORE_ERRORS as exc:
             if not isinstance(exc, StoreBusy):
                 self._disk_failed(disk, exc)
@@ -424,22 +445,29 @@ class OfflineQueue:
         journal.moved(segment)
         return len(found.records)
 
-    def adopt_orphans(self) -> int:
+    def adopt_orphans(self, *, polite: bool = False) -> int:
         """Read back the segments of processes that died (their lock is free) into the queue,
         counting each record that was cut short or damaged (``journal_torn``). Never raises."""
         journal, disk = self._journal, self._checked_disk()
         if journal is None or disk is None:
             return 0
         self._next_adopt = time.monotonic() + ADOPT_INTERVAL_SECONDS
+        # Under the move lock, as moves are: stats() counts nothing twice (in the queue and still
+        # in its segment) while an adoption is between its insert and its unlink.
+        if not self._move_lock.acquire(timeout=MOVE_WAIT_SECONDS):
+            return 0
         try:
             adopted, torn = adopt_orphans(
                 journal.directory,
-                lambda records: disk.put_batch(records, timeout=MOVE_WAIT_SECONDS),
+                lambda records: disk.put_batch(records, timeout=MOVE_WAIT_SECONDS, polite=polite),
                 skip=journal.own,
+                polite=polite,
             )
         except STORE_ERRORS as exc:
             logger.debug("journal segments not read back yet: %s", exc)
             return 0
+        finally:
+            self._move_lock.release()
         if torn:
             logger.warning("telemetry journal: %d damaged or cut-short records skipped (counted)", torn)
             self.meta.count_drop("journal_torn", torn)
@@ -455,6 +483,11 @@ class OfflineQueue:
 
     def adopt_due(self) -> bool:
         return time.monotonic() >= self._next_adopt
+
+    def journal_backlog(self) -> bool:
+        """Whether a whole retired segment waits to move (more than one round's worth may)."""
+        journal = self._journal
+        return journal is not None and journal.has_retired()
 
     def journaled_elsewhere(self) -> int:
         """Records in segments of other live processes (not ours to move): counted for status."""
@@ -507,8 +540,15 @@ class OfflineQueue:
         if oldest is None and self._memory:
             oldest = record_timestamp(self._memory[0][1])
         age = None if oldest is None else max(0.0, self._clock() - oldest)
+        # Counted between moves: one under way has its records in the queue and in its segment.
+        counted = self._move_lock.acquire(timeout=MOVE_WAIT_SECONDS)
+        try:
+            depth = len(self) + self.journaled_elsewhere()
+        finally:
+            if counted:
+                self._move_lock.release()
         return QueueStats(
-            depth=len(self) + self.journaled_elsewhere(),
+            depth=depth,
             bytes_on_disk=volume,
             oldest_age_seconds=age,
             storage="disk" if self._disk is not None else "memory",
@@ -746,10 +786,13 @@ class OfflineQueue:
     def close(self) -> None:
         """Move the journal and the memory buffer to disk if at all possible; count whatever
         cannot be (a journal segment that cannot be moved stays on disk for the next start)."""
-        mover, self._mover = self._mover, None
+        with self._lock:
+            self._closing = True  # an emit racing this close must not start another mover
+            mover, self._mover = self._mover, None
         if mover is not None:
             mover.stop()
-        self.move_journal()
+        # What does not move now stays journaled, durable and counted, for the next start.
+        self.move_journal(budget=CLOSE_MOVE_BUDGET_SECONDS)
         journal, self._journal = self._journal, None
         if journal is not None:
             journal.close()
@@ -823,16 +866,19 @@ class JournalMover:
                 return
             try:
                 if self._queue.adopt_due():
-                    self._queue.adopt_orphans()
-                self._queue.move_journal(enforce=True)
+                    self._queue.adopt_orphans(polite=True)
+                self._queue.move_journal(enforce=True, polite=True)
+                if self._queue.journal_backlog():
+                    self._wake.set()  # a round's budget ran out behind a fast producer: go on
             except Exception:  # the thread must outlive any bug; what stays journaled is durable
                 logger.exception("telemetry journal move failed")
 
     def stop(self) -> None:
+        """Ask the thread to stop and wait for its current round (bounded by the move budget)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not threading.current_thread() and self._thread.ident is not None:
-            self._thread.join(5)
+            self._thread.join(MOVE_BUDGET_SECONDS + MOVE_WAIT_SECONDS)
 
 
 def _move_at_exit(queue: OfflineQueue) -> None:
