@@ -26,12 +26,12 @@ from analytics._guard import guard
 from analytics.app_events import AppEvent, EventCatalog
 from analytics.config import TelemetryConfig
 from analytics.forksafe import after_fork_in_child
-from analytics.mapping import EventRefused, MappingContext, to_posthog_message
 from analytics.session import Session, collect_crashed_sessions, session_start_event
 from analytics.state import StateFolder
 
-# Everything below is loaded when first needed (the queue at the first emit, delivery and Sentry
-# support at start()), so `import analytics` stays within SPEC 10's 150 ms.
+# Everything below is loaded when first needed (the mapping, the scrubber's rules and the queue at
+# the first emit or start(), delivery and Sentry support at start()), so `import analytics` stays
+# within SPEC 10's 150 ms and an app with telemetry switched off never loads them.
 if TYPE_CHECKING:
     import asyncio
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from analytics.errors.hooks import Hook, UncaughtHooks
     from analytics.errors.reporting import ErrorReporter
     from analytics.errors.sentry import SentryBridge
+    from analytics.mapping import EventRefused, MappingContext
     from analytics.preview import RecentMessages
     from analytics.privacy.identity import InstallIdentity
     from analytics.proposals import ProposalClock
@@ -64,6 +65,9 @@ class _Runtime:
     identity: InstallIdentity
     queue: OfflineQueue
     context: MappingContext
+    # The mapping's entry point and its refusal, loaded with the runtime rather than at import.
+    to_message: Callable[..., bytes]
+    refused: type[EventRefused]
     proposals: ProposalClock | None
 
 
@@ -538,8 +542,8 @@ class Analytics:
             return None
         try:
             domain_event = self._with_review_time(runtime, domain_event, at)
-            return to_posthog_message(domain_event, runtime.context, at=at, session_id=session_id)
-        except EventRefused as exc:
+            return runtime.to_message(domain_event, runtime.context, at=at, session_id=session_id)
+        except runtime.refused as exc:
             self._refuse(exc.reason, domain_event.event_name(), str(exc))
             return None
         except Exception:
@@ -616,6 +620,7 @@ class Analytics:
         return found
 
     def _ensure_runtime(self) -> _Runtime:
+        from analytics import mapping
         from analytics.privacy.scrubber import Scrubber
         from analytics.queue import OfflineQueue, QueueBounds
 
@@ -639,7 +644,7 @@ class Analytics:
                 clock=self._clock,
                 on_recreated=lambda: _restore_quietly(state, identity),
             )
-            context = MappingContext(
+            context = mapping.MappingContext(
                 distinct_id=self._identified or config.user_id or identity.install_id,
                 session_id=self._session.id,
                 app_version=config.app_version,
@@ -654,7 +659,15 @@ class Analytics:
                 person_profiles=(self._identified or config.user_id) is not None,
                 hash_value=identity.keyed_hash,
             )
-            self._runtime = _Runtime(state, identity, queue, context, _proposal_clock(state, config))
+            self._runtime = _Runtime(
+                state,
+                identity,
+                queue,
+                context,
+                mapping.to_posthog_message,
+                mapping.EventRefused,
+                _proposal_clock(state, config),
+            )
             return self._runtime
 
     def _open_marker(self, runtime: _Runtime) -> None:

@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from analytics.mapping import MappingContext, iso_timestamp, uuid7, with_common
+from analytics.ids import uuid7
+from analytics.mapping import MappingContext, iso_timestamp, with_common
 from analytics.privacy.caps import Cleaner, fit_to_budget
 
 IDENTIFIED_FILE: Final = "identified-user"

@@ -28,7 +28,8 @@ from typing import Any, Final
 from analytics import events as ev
 from analytics._version import __version__
 from analytics.app_events import AppEvent, Privacy, content_fields, privacy_rules
-from analytics.privacy.caps import TRUNCATION_MARK, Cleaner, fit_to_budget
+from analytics.ids import uuid4, uuid7
+from analytics.privacy.caps import TRUNCATION_MARK, Cleaner, GeneratedId, fit_to_budget
 from analytics.privacy.scrubber import Scrubber
 
 LIB_NAME: Final = "analytics-telemetry"
@@ -82,31 +83,6 @@ class EventRefused(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         self.reason = reason
         super().__init__(detail)
-
-
-def uuid7(unix_ms: int | None = None) -> str:
-    """A UUIDv7 (RFC 9562): time-ordered, so the queue and ClickHouse keep emit order."""
-    ms = unix_ms if unix_ms is not None else _now_ms()
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return _dashed(f"{value:032x}")
-
-
-def uuid4() -> str:
-    """A random UUIDv4, formatted without building a ``uuid.UUID`` (this is on emit()'s path)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40
-    raw[8] = raw[8] & 0x3F | 0x80
-    return _dashed(raw.hex())
-
-
-def _dashed(hex32: str) -> str:
-    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
-
-
-def _now_ms() -> int:
-    return int(datetime.now(timezone.utc).timestamp() * 1000)
 
 
 def to_posthog_message(
@@ -255,7 +231,7 @@ def _workspace_selected(event: ev.WorkspaceSelected, context: MappingContext) ->
 
 
 def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
-    trace_id = event.turn_id or uuid4()
+    trace_id = event.turn_id or GeneratedId(uuid4())
     properties: dict[str, Any] = {"$ai_trace_id": trace_id}
     if event.turn_id is not None:
         properties["$ai_parent_id"] = trace_id  # a child of the turn's $ai_trace, in its timeline
@@ -296,11 +272,11 @@ def _chat_turn(event: ev.ChatTurn, context: MappingContext) -> dict[str, Any]:
 
 
 def _tool_call(event: ev.ToolCall, context: MappingContext) -> dict[str, Any]:
-    trace_id = event.turn_id or uuid4()
+    trace_id = event.turn_id or GeneratedId(uuid4())
     properties: dict[str, Any] = {
         "$ai_trace_id": trace_id,
         "$ai_parent_id": trace_id,
-        "$ai_span_id": event.span_id or uuid4(),
+        "$ai_span_id": event.span_id or GeneratedId(uuid4()),
         "$ai_span_name": event.tool_name,
         "$ai_span_type": "tool",
         "$ai_latency": event.duration_ms / 1000.0,

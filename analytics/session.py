@@ -16,7 +16,7 @@ from typing import Any
 
 from analytics import events as ev
 from analytics.filelock import try_lock, unlock
-from analytics.mapping import uuid7
+from analytics.ids import uuid7
 from analytics.state import OWNED_FOLDERS
 
 
@@ -121,6 +121,10 @@ class SessionMarker:
         self._session_id = session_id
         self._started_at = started_at
         self._fd: int | None = None
+        # A write under way, and a close() that came during it (a signal handler): the descriptor
+        # is closed by the write once it is done, never under it (its number could be reused).
+        self._writing = 0
+        self._close_when_written = False
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         if not try_lock(fd):
@@ -129,8 +133,18 @@ class SessionMarker:
         self._fd = fd
 
     def write(self, counters: SessionCounters, now: float) -> None:
-        if self._fd is None:
-            return
+        self._writing += 1
+        try:
+            fd = self._fd
+            if fd is not None:
+                self._write(fd, counters, now)
+        finally:
+            self._writing -= 1
+            if not self._writing and self._close_when_written:
+                self._close_when_written = False
+                self.close()
+
+    def _write(self, fd: int, counters: SessionCounters, now: float) -> None:
         # Formatted by hand: this runs on emit()'s path, and asdict() + json.dumps cost ~9 us there
         # against ~1 us. Every value is a number or our own UUID, so the JSON is valid by construction.
         c = counters
@@ -144,10 +158,10 @@ class SessionMarker:
         # full disk costs the crash report its latest counters, never the event being counted.
         with contextlib.suppress(OSError):
             if hasattr(os, "pwrite"):
-                os.pwrite(self._fd, data.ljust(MARKER_BYTES), 0)
+                os.pwrite(fd, data.ljust(MARKER_BYTES), 0)
             else:  # pragma: no cover - Windows has no pwrite
-                os.lseek(self._fd, 0, os.SEEK_SET)
-                os.write(self._fd, data.ljust(MARKER_BYTES))
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, data.ljust(MARKER_BYTES))
 
     def forget(self) -> None:
         """In a forked child: let go of the inherited descriptor without touching the lock, which
@@ -159,6 +173,9 @@ class SessionMarker:
 
     def close(self) -> None:
         """The session ended normally: release and remove the marker."""
+        if self._writing:
+            self._close_when_written = True  # a signal handler, inside a write of its own thread
+            return
         if self._fd is None:
             return
         fd, self._fd = self._fd, None

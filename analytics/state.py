@@ -34,6 +34,7 @@ OWNED_FOLDERS: Final[dict[str, re.Pattern[str]]] = {
     "proposals": DISKCACHE_FILES,
     "archive": re.compile(r"\d{4}-\d{2}-\d{2}\.jsonl|undated\.jsonl"),
     "sessions": re.compile(rf"{_UUID}\.json"),
+    "journal": re.compile(r"\d+-[0-9a-f]{8}\.(?:seg|new)"),
 }
 # A damaged queue set aside: queue.corrupt-<time>-<pid>, laid out like queue/.
 _CORRUPT_QUEUE: Final = re.compile(r"queue\.corrupt-\d+-\d+")
@@ -51,6 +52,7 @@ class StateFolder:
         self.root = root
         self.queue_dir = root / "queue"
         self.meta_dir = root / "meta"
+        self.journal_dir = root / "journal"
         self.dead_letter_dir = root / "dead-letters"
         self.archive_dir = root / "archive"
         self.lease_path = root / "upload.lock"

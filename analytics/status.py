@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from analytics.queue import journal
 from analytics.queue.disk import STORE_ERRORS, DiskQueue
 from analytics.queue.meta import MetaStore
 from analytics.state import StateFolder
@@ -210,7 +211,9 @@ def read_queue_stats(
                 problems.append(f"queue damaged: {verdict}")
         oldest = disk.oldest_timestamp()
         age = None if oldest is None else max(0.0, time.time() - oldest)
-        stats = QueueStats(len(disk), disk.volume(), age, "disk", drops)
+        # Events a running app journaled and has not moved yet are waiting too.
+        journaled = len(journal.read_all(state.journal_dir))
+        stats = QueueStats(len(disk) + journaled, disk.volume(), age, "disk", drops)
     except STORE_ERRORS as exc:
         problems.append(f"queue damaged or unreadable: {exc}")
         stats = QueueStats(0, 0, None, "unreadable", drops)

@@ -88,6 +88,27 @@ class Table:
             print(line.format(*row))
 
 
+def file_system_line() -> str:
+    """Where the state folders were, and on what file system (a bench on tmpfs flatters the disk)."""
+    sys.path.insert(0, str(HERE))
+    from workloads import state_parent
+
+    parent = state_parent()
+    fs_type = subprocess.run(
+        ["stat", "-f", "-c", "%T", parent], capture_output=True, text=True
+    ).stdout.strip()
+    best = ("", "", "?")
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            device, point, kind = line.split()[:3]
+            if parent.startswith(point.rstrip("/") + "/") and len(point) > len(best[1]):
+                best = (device, point, kind)
+    return (
+        f"state folders: under the user data folder ({parent}); file system: {fs_type} "
+        f"(mount {best[1]}: {best[2]} from {best[0]})"
+    )
+
+
 def ok(condition: bool) -> str:
     return "ok" if condition else "MISSED"
 
@@ -126,16 +147,22 @@ def main() -> int:
             ours_lat.append(mine)
             their_lat.append(theirs)
             ratios.append(mine["p50_us"] / theirs["p50_us"])
-        for key, bar in (("p50_us", 50.0), ("p99_us", 250.0), ("p999_us", None)):
+        for key in ("p50_us", "p99_us", "p999_us"):
             mine_values = [r[key] for r in ours_lat]
             their_values = [r[key] for r in their_lat]
+            mine_m, their_m = median(mine_values), median(their_values)
+            bar, verdict = {
+                "p50_us": ("<= 0.5x capture", median(ratios) <= 0.5),
+                "p99_us": ("<= capture's p99", mine_m <= their_m),
+                "p999_us": ("<= 1 ms", mine_m <= 1000),
+            }[key]
             table.add(
                 f"emit()/capture() {key[:-3]}, durable",
-                f"{median(mine_values):.1f} us {spread(mine_values)}",
-                f"{median(their_values):.1f} us {spread(their_values)} (not durable)",
-                f"{median(ratios):.2f}x" if key == "p50_us" else "",
-                f"<= {bar:.0f} us" + (" and <= 0.7x" if key == "p50_us" else "") if bar else "(reported)",
-                ok(median(mine_values) <= bar and (key != "p50_us" or median(ratios) <= 0.7)) if bar else "",
+                f"{mine_m:.1f} us {spread(mine_values)}",
+                f"{their_m:.1f} us {spread(their_values)} (not durable)",
+                f"{median(ratios):.2f}x" if key == "p50_us" else f"{mine_m / their_m:.2f}x",
+                bar,
+                ok(verdict),
             )
         group = [run("latency_ours", url, latency_n, 50) for _ in range(runs)]
         group_p50 = [r["p50_us"] for r in group]
@@ -162,8 +189,8 @@ def main() -> int:
             f"{median(mine_wall):.2f} s ({e2e_n / median(mine_wall):,.0f}/s) {spread(mine_wall)}",
             f"{median(their_wall):.2f} s ({e2e_n / median(their_wall):,.0f}/s), 100k queue",
             f"{median(e2e_ratio):.2f}x",
-            "<= posthog's",
-            ok(median(e2e_ratio) <= 1.0 and all(r["complete"] for r in ours_e2e)),
+            "<= 0.8x posthog's",
+            ok(median(e2e_ratio) <= 0.8 and all(r["complete"] for r in ours_e2e)),
         )
 
         # A queued backlog drained (posthog-python keeps no backlog across runs).
@@ -198,9 +225,43 @@ def main() -> int:
             f"{median(mine_import):.0f} ms {spread(mine_import)}",
             f"{median(their_import):.0f} ms {spread(their_import)}",
             f"{median(mine_import) / median(their_import):.2f}x",
-            "<= 150 ms",
-            ok(median(mine_import) <= 150),
+            "<= 0.9x posthog's",
+            ok(median(mine_import) <= 0.9 * median(their_import)),
         )
+
+        # What start() adds to the app's startup, without and with a Sentry DSN (on loopback).
+        for sentry, label in (("0", "start()"), ("1", "start(), Sentry DSN on loopback")):
+            costs = [run("start_cost_ours", url, sentry)["start_ms"] for _ in range(runs)]
+            table.add(
+                label, f"{median(costs):.1f} ms {spread(costs)}", "-", "", "<= 50 ms", ok(median(costs) <= 50)
+            )
+
+        # How emit() grows with the backlog, and at the bounds (the host is down: nothing drains).
+        # Each point runs `runs` times, the points interleaved round by round, so machine noise
+        # (a shared machine moves a single run's p50 by 20-30%) spreads over all of them alike.
+        points = (
+            (0, "none", "0 queued"),
+            (100_000 // scale, "none", f"{100 // scale}k queued"),
+            (1_000_000 // scale, "none", f"{1000 // scale}k queued"),
+            (100_000 // scale, "count", f"at the event bound ({100 // scale}k)"),
+            (100_000 // scale, "bytes", f"at the byte bound ({100 // scale}k queued)"),
+        )
+        curve: dict[str, list[dict[str, Any]]] = {label: [] for _queued, _bound, label in points}
+        for _ in range(runs):
+            for queued, bound, label in points:
+                curve[label].append(run("curve_ours", url, queued, bound))
+        empty_p50 = median([r["p50_us"] for r in curve[points[0][2]]])
+        for _queued, bound, label in points:
+            p50 = median([r["p50_us"] for r in curve[label]])
+            p99 = median([r["p99_us"] for r in curve[label]])
+            table.add(
+                f"emit() p50 / p99, {label}",
+                f"{p50:.1f} / {p99:.1f} us {spread([r['p50_us'] for r in curve[label]])}",
+                "-",
+                f"{p50 / empty_p50:.2f}x",
+                "<= 1.5x of 0 queued" if bound != "none" else "(reported)",
+                ok(p50 <= 1.5 * empty_p50) if bound != "none" else "",
+            )
 
         # Memory and disk with a large backlog.
         memory = run("memory_and_disk_ours", url, memory_n)
@@ -252,6 +313,7 @@ def main() -> int:
     finally:
         sink.kill()
     print()
+    print(file_system_line())
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"{runs} runs per figure, medians; ± is half the range across runs (machine noise); "

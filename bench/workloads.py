@@ -78,10 +78,24 @@ def timed(call: Callable[[], Any], count: int, warmup: int = 2000) -> list[int]:
     return samples
 
 
-def ours(url: str, **config: Any) -> Any:
+def state_parent() -> str:
+    """A folder on the file system of the platform's user data folder (where a user's state
+    folder lives), not wherever tempfile puts things (often tmpfs)."""
+    import platformdirs
+
+    parent = os.path.join(platformdirs.user_data_dir("analytics-bench", appauthor=False), "runs")
+    os.makedirs(parent, exist_ok=True)
+    return parent
+
+
+def new_state() -> str:
+    return tempfile.mkdtemp(prefix="bench-", dir=state_parent())
+
+
+def ours(url: str, state: str | None = None, **config: Any) -> Any:
     from analytics import Analytics, TelemetryConfig
 
-    state = tempfile.mkdtemp(prefix="bench-")
+    state = state or new_state()
     return Analytics(TelemetryConfig.from_env({}, state_dir=state, endpoint=url, token=TOKEN, **config))
 
 
@@ -148,6 +162,7 @@ def drain_ours(url: str, count: str) -> dict[str, Any]:
     for _ in range(n):
         telemetry.emit("ChatTurn", CHAT_TURN)
     telemetry._commit_pending()  # the backlog is on disk before the clock starts
+    telemetry._runtime.queue.move_journal()  # and moved from the journal into the queue
     sink_reset(url)
     started = time.perf_counter()
     drained = telemetry.flush(timeout=300)
@@ -205,6 +220,54 @@ def memory_and_disk_ours(url: str, count: str) -> dict[str, Any]:
         "rss_mb": rss_mb,
         "bytes_per_event": status.queue_bytes / status.queue_depth,
     }
+
+
+def curve_ours(url: str, queued: str, bound: str = "none") -> dict[str, Any]:
+    """emit() latency with ``queued`` events already waiting (undeliverable: the host is down),
+    far from the bounds, or right at the event bound (``count``) or the byte bound (``bytes``)."""
+    from analytics.queue.disk import DiskQueue
+    from analytics.state import StateFolder
+
+    n = int(queued)
+    state = new_state()
+    # The backlog is written straight into the queue (as many apps' earlier runs would have left
+    # it); the record is a real ChatTurn message, mapped by a throwaway instance.
+    probe = ours("http://127.0.0.1:9", state)
+    probe.emit("ChatTurn", CHAT_TURN)
+    probe.shutdown(timeout=0)
+    disk = DiskQueue(StateFolder(__import__("pathlib").Path(state)).queue_dir)
+    (_key, record), *_ = disk.peek(1)
+    for start in range(0, n, 5000):
+        disk.put_batch([record] * min(5000, n - start))
+    volume = disk.volume()
+    disk.close()
+    bounds: dict[str, Any] = {"max_queue_events": 10 * n + 1_000_000, "max_queue_bytes": 2**40}
+    if bound == "count":
+        bounds["max_queue_events"] = n
+    elif bound == "bytes":
+        bounds["max_queue_bytes"] = volume
+    telemetry = ours("http://127.0.0.1:9", state, **bounds)
+    telemetry.start()
+    result = percentiles(timed(lambda: telemetry.emit("ChatTurn", CHAT_TURN), 20_000))
+    result["queued_after"] = telemetry.status().queue_depth
+    telemetry.shutdown(timeout=0)
+    return result
+
+
+def start_cost_ours(url: str, sentry: str = "0") -> dict[str, Any]:
+    """What start() adds to an app's startup (a fresh interpreter, import included or not)."""
+    started = time.perf_counter()
+    from analytics import Analytics, TelemetryConfig
+
+    imported = time.perf_counter()
+    extra = {"sentry_dsn": f"http://public@127.0.0.1:{url.rsplit(':', 1)[1]}/1"} if sentry == "1" else {}
+    telemetry = Analytics(
+        TelemetryConfig.from_env({}, state_dir=new_state(), endpoint=url, token=TOKEN, **extra)
+    )
+    telemetry.start()
+    done = time.perf_counter()
+    telemetry.shutdown(timeout=0)
+    return {"import_ms": (imported - started) * 1000, "start_ms": (done - imported) * 1000}
 
 
 def _rss_mb() -> float:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from analytics import Analytics, TelemetryConfig, _guard
-from analytics.queue import DiskQueue
+from analytics.queue import DiskQueue, journal
 from analytics.state import StateFolder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +80,17 @@ def make_telemetry(state_dir: Path) -> Iterator[MakeTelemetry]:
         telemetry.shutdown()
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """True as soon as ``condition()`` holds (polled), False if it still does not after ``timeout``:
+    for what the library does in the background (moving the journal, keeping the bounds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def queued_messages(state_dir: Path) -> list[dict[str, Any]]:
     """Every message in the queue folder, oldest first, read through a fresh DiskQueue."""
     queue_dir = StateFolder(state_dir).queue_dir
@@ -86,9 +98,12 @@ def queued_messages(state_dir: Path) -> list[dict[str, Any]]:
         return []
     disk = DiskQueue(queue_dir)
     try:
-        return [json.loads(record) for _key, record in disk.iter_all()]
+        records = [record for _key, record in disk.iter_all()]
     finally:
         disk.close()
+    # What an app journaled and has not moved into the queue yet is queued too (oldest last).
+    records += journal.read_all(StateFolder(state_dir).journal_dir)
+    return [json.loads(record) for record in records]
 
 
 def archived_messages(state_dir: Path) -> list[dict[str, Any]]:

@@ -344,7 +344,7 @@ def test_debug_mode_writes_each_queued_message_byte_for_byte(
     telemetry.emit(FileOpened(path="/tmp/x", size_bytes=1))
     telemetry.emit(FeedbackGiven(comment="café ünïcode"))
     telemetry.identify("user-1")
-    from analytics.queue import DiskQueue
+    from analytics.queue import DiskQueue, journal
     from analytics.state import StateFolder
 
     disk = DiskQueue(StateFolder(state_dir).queue_dir)
@@ -352,6 +352,7 @@ def test_debug_mode_writes_each_queued_message_byte_for_byte(
         queued = [record for _key, record in disk.iter_all()]
     finally:
         disk.close()
+    queued += journal.read_all(StateFolder(state_dir).journal_dir)  # emitted, not moved yet
     printed = capfdbinary.readouterr().err
     assert printed == b"".join(record + b"\n" for record in queued)
     assert len(queued) == 3

@@ -33,15 +33,15 @@ def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = No
 
 
 @pytest.fixture
-def backlog(state_dir: Path) -> Iterator[int]:
+def backlog(state_dir: Path) -> int:
     """A queue of 1,200 events left by an app that could not deliver them."""
     telemetry = Analytics(
         TelemetryConfig.from_env({}, state_dir=state_dir, endpoint="http://127.0.0.1:9", token="x")
     )
     for n in range(1200):
         telemetry.emit(events.ToolCall(tool_name=f"n{n}", duration_ms=n, success=True))
-    yield 1200
     telemetry.shutdown(timeout=0)  # nothing reachable: what is left stays queued
+    return 1200
 
 
 @pytest.fixture

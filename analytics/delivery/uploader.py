@@ -137,12 +137,19 @@ class Uploader:
         self._not_before = 0.0  # an explicit flush tries now, whatever the backoff said
         self._queue.maintain()
         dead_before = self._dead_lettered
+        read_back = False
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return len(self._queue) == 0 and self._dead_lettered == dead_before
             result = self.run_cycle(min(self._request_timeout, remaining))
             if result.step is Step.EMPTY:
+                if self._queue.damage_waiting and not read_back:
+                    # This flush's own moves found the queue file damaged: what it still holds
+                    # is read back now and delivered in this flush, not at the next upkeep.
+                    read_back = True
+                    self._queue.maintain()
+                    continue
                 return self._dead_lettered == dead_before
             if result.step is Step.SENT:
                 continue

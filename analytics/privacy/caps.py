@@ -26,6 +26,14 @@ MAX_ITEMS: Final = 256
 MAX_KEY_CHARS: Final = 200
 
 
+class GeneratedId(str):
+    """An id this library generated itself (a trace or span id), not text from the app: the
+    cleaner passes it through unscrubbed. A fresh random id never hits the scrubber's cache, and
+    scrubbing one cost more than the rest of the mapping together."""
+
+    __slots__ = ()
+
+
 @dataclass
 class Cleaner:
     """Scrub and cap the free text of one event's properties."""
@@ -42,6 +50,9 @@ class Cleaner:
             kind = type(value)
             if kind is int or kind is bool or value is None:  # the common case, kept cheap
                 out[key] = value
+                continue
+            if kind is GeneratedId:
+                out[key] = str(value)
                 continue
             limit = self.max_content_chars if key in long_keys else self.max_value_chars
             cleaned, cut = self._value(value, limit, 0, names_a_secret(key))

@@ -10,6 +10,10 @@
   Whatever is still only in memory when the queue closes is counted (``disk_unavailable``).
 - A state folder deleted under a running app is noticed, recreated, and what the old (unlinked)
   database still held is copied into the new one.
+- ``put`` appends to this process's journal (:mod:`analytics.queue.journal`): one ``write()``,
+  durable against ``kill -9``. A background thread (:class:`JournalMover`) moves the journal into
+  the diskcache queue a segment at a time and enforces the bounds there, off the app's path; the
+  uploader moves it too before it reads a batch, and segments left by dead processes are adopted.
 - A forked child keeps no copy of its parent's memory buffer (the parent delivers it), and does
   not touch SQLite at all if the fork caught one of our threads inside it.
 
@@ -18,12 +22,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +48,7 @@ from analytics.queue.disk import (
     record_timestamp,
     unpack,
 )
+from analytics.queue.journal import Journal, Segment, adopt_orphans, parse, read_fd, segment_paths
 from analytics.queue.meta import MetaStore
 from analytics.queue.salvage import salvage
 from analytics.state import DISKCACHE_FILES, StateFolder, purge_folder
@@ -54,6 +61,21 @@ DROP_CHUNK: Final = 500
 WAL_CHECKPOINT_BYTES: Final = 8 * 1024 * 1024
 # Memory records written back to disk at a time, on an app's put (the uploader writes the rest).
 DRAIN_ON_PUT: Final = 100
+# How far the journal may run ahead of the byte bound while the background step catches up.
+JOURNAL_SLACK_BYTES: Final = 16 * 1024 * 1024
+# How often the background thread moves the journal into the queue when nobody asks sooner.
+MOVE_INTERVAL_SECONDS: Final = 0.2
+# How often it looks for segments left by processes that died.
+ADOPT_INTERVAL_SECONDS: Final = 5.0
+# How long a move waits for SQLite's write lock (it runs in the background: it may wait).
+MOVE_WAIT_SECONDS: Final = 1.0
+# How long one move may go on. Segments move one transaction each; behind a producer that never
+# pauses there is always another, so a move stops at this budget (between segments) and the rest
+# stays journaled, durable, for the next round: flush() and shutdown() keep their deadlines, and
+# the background thread notices it was asked to stop.
+MOVE_BUDGET_SECONDS: Final = 0.25
+# A close moves less: shutdown(timeout) returns within its timeout and a second.
+CLOSE_MOVE_BUDGET_SECONDS: Final = 0.1
 
 
 @dataclass(frozen=True)
@@ -106,16 +128,28 @@ class OfflineQueue:
         self._identity: tuple[int, int] | None = None
         self._disk_problem: str | None = None
         self._closed = False
+        self._closing = False
         usable = sqlite_is_safe() and self._ensure_folder()
         self.meta = MetaStore(state.meta_dir if usable else None)
         self._damaged: list[Path] = state.damaged_queues() if usable else []
         self._disk: DiskQueue | None = self._open_disk() if usable else None
+        self._journal: Journal | None = Journal(state.journal_dir) if usable else None
+        self._journal_retry = 0.0
+        self._mover: JournalMover | None = None
+        self._move_lock = threading.RLock()
+        self._bounds_lock = threading.Lock()
+        self._moving = False
+        self._next_adopt = 0.0
         if self._disk is not None:
             self.enforce_bounds()
         after_fork_in_child(self, OfflineQueue._after_fork)
 
     def _after_fork(self) -> None:
         self._lock = threading.RLock()
+        self._move_lock = threading.RLock()
+        self._bounds_lock = threading.Lock()
+        self._moving = False
+        self._mover = None  # the parent's thread did not come along
         # The parent still holds (and will deliver) what its memory buffer held.
         self._memory = deque()
         self._in_flight = set()
@@ -128,6 +162,39 @@ class OfflineQueue:
 
     def put(self, record: bytes) -> None:
         """Append one encoded message. Never raises, never waits more than a few milliseconds."""
+        if self._journal_append((record,)):
+            return
+        self._put_disk(record)
+
+    def _journal_append(self, records: tuple[bytes, ...] | list[bytes]) -> bool:
+        """Journal the records (the usual path); False when the journal cannot take them now."""
+        journal = self._journal
+        if journal is None or journal.pending_bytes > self._bounds.max_bytes + JOURNAL_SLACK_BYTES:
+            # A journal that cannot be moved (the queue is unusable) is bounded too: the direct
+            # path then keeps the event in memory and counts what it must drop.
+            return False
+        if self._journal_retry and time.monotonic() < self._journal_retry:
+            return False
+        try:
+            full = journal.append(records)
+        except OSError as exc:
+            logger.debug("journal unavailable, writing to the queue directly: %s", exc)
+            self._journal_retry = time.monotonic() + self._retry_interval
+            return False
+        mover = self._mover or self._start_mover()
+        if full and mover is not None:
+            mover.wake()
+        return True
+
+    def _start_mover(self) -> JournalMover | None:
+        with self._lock:
+            if self._mover is None and not self._closing:
+                self._mover = JournalMover(self)
+                self._mover.start()
+                _move_at_exit(self)
+            return self._mover
+
+    def _put_disk(self, record: bytes) -> None:
         # Two tries: a damaged file is replaced by _disk_failed, and the second try writes to that.
         for _ in range(2):
             disk = self._usable_disk()
@@ -147,7 +214,9 @@ class OfflineQueue:
         self._put_memory(record)
 
     def put_many(self, records: list[bytes]) -> None:
-        """Append several records in one transaction (group commit). Never raises."""
+        """Append several records in one write (group commit). Never raises."""
+        if not records or self._journal_append(records):
+            return
         disk = self._usable_disk()
         if disk is not None:
             try:
@@ -160,7 +229,7 @@ class OfflineQueue:
                 self._written(disk, len(records), sum(len(r) for r in records))
                 return
         for record in records:
-            self.put(record)  # one by one: each finds the disk, or the memory buffer
+            self._put_disk(record)  # one by one: each finds the disk, or the memory buffer
 
     def _written(self, disk: DiskQueue, count: int, size: int) -> None:
         """Count down to the next bound check; check the folder and the bounds when it is due."""
@@ -241,6 +310,10 @@ class OfflineQueue:
         if disk is not None:
             try:
                 batch = disk.peek(limit, yield_every=yield_every)
+                # This process's journal holds only records newer than the queue's: move it
+                # only when the queue alone cannot fill the batch.
+                if len(batch) < limit and self.move_journal():
+                    batch = disk.peek(limit, yield_every=yield_every)
             except STORE_ERRORS as exc:
                 self._disk_failed(disk, exc)
         with self._lock:
@@ -251,6 +324,7 @@ class OfflineQueue:
     def newest(self, limit: int) -> list[bytes]:
         """The newest ``limit`` records, oldest of them first, left in place (for a preview: no
         upload lease needed, nothing is marked in flight)."""
+        self.move_journal()  # what this process emitted a moment ago is part of "newest"
         records: list[bytes] = []
         disk = self._usable_disk()
         if disk is not None:
@@ -285,14 +359,26 @@ class OfflineQueue:
                 self._disk_failed(disk, exc)
         return removed
 
+    @property
+    def damage_waiting(self) -> bool:
+        """A damaged queue file is set aside and not yet read back (:meth:`maintain` does it)."""
+        return bool(self._damaged)
+
     def maintain(self) -> None:
         """Background upkeep (the uploader's thread, or flush()): read back damaged queues, write
         the memory buffer to disk, remember the depth. Never raises."""
         disk = self._usable_disk()
         if disk is None:
             return
-        while self._damaged:
-            self._read_back(self._damaged.pop(0))
+        # The moves first: writing the journal into a damaged file is how damage is found now
+        # (emit() no longer touches SQLite), and what they set aside is read back just below.
+        self.adopt_orphans()
+        self.move_journal()
+        for aside in list(self._damaged):  # once each: one that fails stays for the next upkeep
+            if self._disk is None:
+                break
+            self._damaged.remove(aside)
+            self._read_back(aside)
         try:
             while self._memory and len(self._memory) > len(self._in_flight):
                 before = len(self._memory)
@@ -302,6 +388,118 @@ class OfflineQueue:
         except STORE_ERRORS as exc:
             logger.debug("memory buffer stays in memory: %s", exc)
         self._remember_depth()
+
+    # -- the journal ---------------------------------------------------------------------------
+
+    def move_journal(
+        self, *, enforce: bool = False, budget: float = MOVE_BUDGET_SECONDS, polite: bool = False
+    ) -> int:
+        """Move this process's journaled records into the queue, a segment per transaction;
+        returns how many moved. Never raises. ``enforce``: check the bounds after. ``polite``: the
+        background thread's move, which offers the GIL to the app now and then.
+
+        A segment that cannot be moved now stays (on disk, durable) and is tried again, and so do
+        the segments left when ``budget`` seconds have gone.
+        """
+        journal = self._journal
+        disk = self._checked_disk() if journal is not None and journal.pending else self._disk
+        if journal is None or disk is None or not journal.pending:
+            if enforce and disk is not None:
+                self.enforce_bounds()
+            return 0
+        deadline = time.monotonic() + budget
+        if not self._move_lock.acquire(timeout=min(budget, MOVE_WAIT_SECONDS)):
+            return 0
+        moved = 0
+        try:
+            if self._moving:
+                return 0  # re-entered (a signal handler in this very thread): the outer move goes on
+            self._moving = True
+            for segment in journal.retire():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                moved += self._move_segment(
+                    journal, disk, segment, wait=min(remaining, MOVE_WAIT_SECONDS), polite=polite
+                )
+        finally:
+            self._moving = False
+            self._move_lock.release()
+        if moved or enforce:
+            self.enforce_bounds()
+        return moved
+
+    def _move_segment(
+        self, journal: Journal, disk: DiskQueue, segment: Segment, *, wait: float, polite: bool
+    ) -> int:
+        try:
+            found = parse(read_fd(segment.fd), polite=polite)
+            disk.put_batch(found.records, timeout=wait, polite=polite)
+        except STORE_ERRORS as exc:
+            if not isinstance(exc, StoreBusy):
+                self._disk_failed(disk, exc)
+            return 0
+        segment.count = 0  # in the queue now: counted there, no longer here
+        if found.torn:
+            self.meta.count_drop("journal_torn", found.torn)
+        journal.moved(segment)
+        return len(found.records)
+
+    def adopt_orphans(self, *, polite: bool = False) -> int:
+        """Read back the segments of processes that died (their lock is free) into the queue,
+        counting each record that was cut short or damaged (``journal_torn``). Never raises."""
+        journal, disk = self._journal, self._checked_disk()
+        if journal is None or disk is None:
+            return 0
+        self._next_adopt = time.monotonic() + ADOPT_INTERVAL_SECONDS
+        # Under the move lock, as moves are: stats() counts nothing twice (in the queue and still
+        # in its segment) while an adoption is between its insert and its unlink.
+        if not self._move_lock.acquire(timeout=MOVE_WAIT_SECONDS):
+            return 0
+        try:
+            adopted, torn = adopt_orphans(
+                journal.directory,
+                lambda records: disk.put_batch(records, timeout=MOVE_WAIT_SECONDS, polite=polite),
+                skip=journal.own,
+                polite=polite,
+            )
+        except STORE_ERRORS as exc:
+            logger.debug("journal segments not read back yet: %s", exc)
+            return 0
+        finally:
+            self._move_lock.release()
+        if torn:
+            logger.warning("telemetry journal: %d damaged or cut-short records skipped (counted)", torn)
+            self.meta.count_drop("journal_torn", torn)
+        if adopted:
+            self.enforce_bounds()
+        return adopted
+
+    def _checked_disk(self) -> DiskQueue | None:
+        """The disk, its folder checked now (one stat): a move is rare enough to always look, and
+        writing into a queue whose folder was deleted would lose the move."""
+        disk = self._usable_disk()
+        return self._check_folder(disk) if disk is not None else None
+
+    def adopt_due(self) -> bool:
+        return time.monotonic() >= self._next_adopt
+
+    def journal_backlog(self) -> bool:
+        """Whether a whole retired segment waits to move (more than one round's worth may)."""
+        journal = self._journal
+        return journal is not None and journal.has_retired()
+
+    def journaled_elsewhere(self) -> int:
+        """Records in segments of other live processes (not ours to move): counted for status."""
+        journal = self._journal
+        if journal is None:
+            return 0
+        count = 0
+        for path in segment_paths(journal.directory):
+            if not journal.own(path):
+                with contextlib.suppress(OSError):
+                    count += len(parse(path.read_bytes()).records)
+        return count
 
     def _remember_depth(self) -> None:
         """Keep the queue's depth beside it: if the queue file is later lost whole, this is how
@@ -322,7 +520,8 @@ class OfflineQueue:
 
     def __len__(self) -> int:
         disk = self._disk
-        depth = len(self._memory)
+        journal = self._journal
+        depth = len(self._memory) + (journal.pending if journal is not None else 0)
         if disk is not None:
             with contextlib.suppress(*STORE_ERRORS):
                 depth += len(disk)
@@ -341,8 +540,15 @@ class OfflineQueue:
         if oldest is None and self._memory:
             oldest = record_timestamp(self._memory[0][1])
         age = None if oldest is None else max(0.0, self._clock() - oldest)
+        # Counted between moves: one under way has its records in the queue and in its segment.
+        counted = self._move_lock.acquire(timeout=MOVE_WAIT_SECONDS)
+        try:
+            depth = len(self) + self.journaled_elsewhere()
+        finally:
+            if counted:
+                self._move_lock.release()
         return QueueStats(
-            depth=len(self),
+            depth=depth,
             bytes_on_disk=volume,
             oldest_age_seconds=age,
             storage="disk" if self._disk is not None else "memory",
@@ -370,7 +576,19 @@ class OfflineQueue:
     # -- bounds --------------------------------------------------------------------------------
 
     def enforce_bounds(self) -> None:
-        """Drop the oldest records over any bound, counting each by reason."""
+        """Drop the oldest records over any bound, counting each by reason.
+
+        One thread at a time, and a thread that finds another at it leaves it to that one: two
+        measuring the excess at once would both drop it.
+        """
+        if not self._bounds_lock.acquire(blocking=False):
+            return
+        try:
+            self._enforce_bounds()
+        finally:
+            self._bounds_lock.release()
+
+    def _enforce_bounds(self) -> None:
         disk = self._disk
         if disk is None:
             return
@@ -482,11 +700,15 @@ class OfflineQueue:
         try:
             os.replace(self._state.queue_dir, aside)
             self._damaged.append(aside)
-            return DiskQueue(self._state.queue_dir)
+            fresh = DiskQueue(self._state.queue_dir)
         except STORE_ERRORS as exc2:
             self._disk_problem = f"damaged and could not be replaced: {exc2}"
             logger.warning("telemetry queue could not be replaced, events kept in memory: %s", exc2)
             return None
+        # The fresh file is ours: without this, the next folder check would take it for a folder
+        # deleted under us and "recreate" it.
+        self._identity = _file_identity(fresh)
+        return fresh
 
     def _read_back(self, aside: Path) -> None:
         """Move what a damaged queue still holds into the queue; count what it lost, by event."""
@@ -562,7 +784,18 @@ class OfflineQueue:
         return self._memory_key
 
     def close(self) -> None:
-        """Write the memory buffer to disk if at all possible; count whatever cannot be."""
+        """Move the journal and the memory buffer to disk if at all possible; count whatever
+        cannot be (a journal segment that cannot be moved stays on disk for the next start)."""
+        with self._lock:
+            self._closing = True  # an emit racing this close must not start another mover
+            mover, self._mover = self._mover, None
+        if mover is not None:
+            mover.stop()
+        # What does not move now stays journaled, durable and counted, for the next start.
+        self.move_journal(budget=CLOSE_MOVE_BUDGET_SECONDS)
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            journal.close()
         with self._lock:
             self._closed = True
             disk, self._disk = self._disk, None
@@ -606,3 +839,60 @@ def _file_identity(disk: DiskQueue) -> tuple[int, int] | None:
 def _close_quietly(disk: DiskQueue) -> None:
     with contextlib.suppress(*STORE_ERRORS):
         disk.close()
+
+
+class JournalMover:
+    """The background thread that moves the journal into the queue and keeps the bounds, so
+    neither happens on ``emit()``'s path (SPEC 10: the cost of an emit must not grow with the queue)."""
+
+    def __init__(self, queue: OfflineQueue, interval: float = MOVE_INTERVAL_SECONDS) -> None:
+        self._queue = queue
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="analytics-journal", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                if self._queue.adopt_due():
+                    self._queue.adopt_orphans(polite=True)
+                self._queue.move_journal(enforce=True, polite=True)
+                if self._queue.journal_backlog():
+                    self._wake.set()  # a round's budget ran out behind a fast producer: go on
+            except Exception:  # the thread must outlive any bug; what stays journaled is durable
+                logger.exception("telemetry journal move failed")
+
+    def stop(self) -> None:
+        """Ask the thread to stop and wait for its current round (bounded by the move budget)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not threading.current_thread() and self._thread.ident is not None:
+            self._thread.join(MOVE_BUDGET_SECONDS + MOVE_WAIT_SECONDS)
+
+
+def _move_at_exit(queue: OfflineQueue) -> None:
+    """At interpreter exit, move what is journaled into the queue (an app that never called
+    ``shutdown()``): ``analytics queue`` then shows it at once. Were this skipped (``os._exit``,
+    ``kill -9``), the segment would wait, durable, for the next process to adopt it."""
+    ref = weakref.ref(queue)
+
+    def move() -> None:
+        target = ref()
+        if target is not None:
+            mover, target._mover = target._mover, None
+            if mover is not None:
+                mover.stop()
+            target.move_journal()
+
+    atexit.register(move)

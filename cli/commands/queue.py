@@ -12,7 +12,8 @@ from typing import Annotated, Protocol
 
 import typer
 
-from analytics.queue import DiskQueue
+from analytics.queue import DiskQueue, journal
+from analytics.queue.disk import STORE_ERRORS
 from analytics.queue.meta import MetaStore
 from analytics.state import StateFolder
 
@@ -24,7 +25,10 @@ queue_app = typer.Typer(help="Inspect, export or purge the queued events.", no_a
 
 @contextmanager
 def open_queue(state: StateFolder) -> Iterator[DiskQueue | None]:
-    """The queue of ``state``, or None when it was never created (opening never creates it)."""
+    """The queue of ``state``, or None when it was never created (opening never creates it).
+
+    Journal segments left by processes that died are moved into it first; those of running apps
+    stay theirs to move (see :func:`live_journal`)."""
     if not state.queue_dir.is_dir():
         yield None
         return
@@ -33,9 +37,24 @@ def open_queue(state: StateFolder) -> Iterator[DiskQueue | None]:
     except Exception as exc:
         fail(f"cannot open the queue in {state.queue_dir}: {exc}")
     try:
+        _moved, torn = journal.adopt_orphans(state.journal_dir, disk.put_batch)
+        if torn:
+            meta = MetaStore(state.meta_dir, open_budget=5.0)
+            meta.count_drop("journal_torn", torn)
+            meta.close()
+    except STORE_ERRORS as exc:
+        disk.close()
+        fail(f"cannot move the journal into the queue in {state.queue_dir}: {exc}")
+    try:
         yield disk
     finally:
         disk.close()
+
+
+def live_journal(state: StateFolder) -> list[bytes]:
+    """Events a running app journaled and has not moved into the queue yet (it will, within a
+    second): shown and exported after the queue's, so nothing waiting is missing from the view."""
+    return journal.read_all(state.journal_dir)
 
 
 @queue_app.command()
@@ -46,7 +65,9 @@ def peek(
 ) -> None:
     """Show the oldest queued events exactly as they will be sent."""
     with open_queue(state_of(state_dir)) as disk:
-        messages = [json.loads(record) for _key, record in disk.peek(count)] if disk else []
+        records = [record for _key, record in disk.peek(count)] if disk else []
+        records += live_journal(state_of(state_dir))[: count - len(records)]
+        messages = [json.loads(record) for record in records]
     if json_output:
         emit_json(messages)
         return
@@ -71,6 +92,9 @@ def export(
     with open_queue(state_of(state_dir)) as disk, _open_for_writing(file) as out:
         if disk is not None:
             for _key, record in disk.iter_all():
+                out.write(record + b"\n")
+                written += 1
+            for record in live_journal(state_of(state_dir)):
                 out.write(record + b"\n")
                 written += 1
     if json_output:

@@ -63,6 +63,7 @@ def replay(
         state, QueueBounds(config.max_queue_events, config.max_queue_bytes, config.max_event_age_seconds)
     )
     try:
+        queue.maintain()  # segments journaled by apps that died are moved into the queue first
         queued = len(queue)
         target = min(queued, limit) if limit else queued
         destination = _destination(config.endpoint)
