@@ -196,3 +196,25 @@ def test_a_forked_child_journals_into_its_own_segment_never_its_parents(tmp_path
         assert result.stdout.split() == ["0"]  # the child wrote only into a segment named by its pid
         deliver_all(state, server).shutdown(timeout=5)
         assert sorted(delivered_numbers(server)) == [1, 2, 3]
+
+
+def test_a_segment_being_made_is_never_taken_for_a_dead_processs(tmp_path: Path) -> None:
+    # A segment gets its name only once it is locked: between create and lock, a scan (a signal
+    # handler's shutdown in the very thread making it) used to adopt the empty file and remove
+    # it, and the record written next went into an unlinked file. One left by a process killed in
+    # that moment is removed by the next adoption, and by an opt-out.
+    state = tmp_path / "state"
+    folder = StateFolder(state).journal_dir
+    folder.mkdir(parents=True)
+    unfinished = folder / "4242-0badcafe.new"
+    unfinished.write_bytes(journal.MAGIC)
+    assert journal.segment_paths(folder) == []
+    assert journal.read_all(folder) == []
+    journal.adopt_orphans(folder, lambda records: None)
+    assert not unfinished.exists()
+    unfinished.write_bytes(journal.MAGIC)
+    telemetry = Analytics(TelemetryConfig.from_env({}, state_dir=state))
+    telemetry.emit("ToolCall", {"tool_name": "read_file", "duration_ms": 1, "success": True})
+    assert [path.suffix for path in journal.segment_paths(folder)] == [".seg"]
+    telemetry.set_enabled(False)
+    assert not unfinished.exists()
