@@ -228,8 +228,12 @@ class Journal:
 
     @property
     def pending_bytes(self) -> int:
+        # Asked on every emit: the usual case (nothing retired) costs no generator.
         current = self._current
-        return (current.size if current else 0) + sum(segment.size for segment in self._retired)
+        size = current.size if current else 0
+        if self._retired:
+            size += sum(segment.size for segment in self._retired)
+        return size
 
     def append(self, records: Iterable[bytes]) -> bool:
         """Write the records in one ``write()``; durable against ``kill -9`` on return.
@@ -237,8 +241,8 @@ class Journal:
         Returns True when the segment has grown past ``rotate_bytes`` (time to move it). Raises
         ``OSError`` when the folder cannot take it; nothing of it is then left in the segment.
         """
-        records = list(records)
-        data = b"".join(frame(record) for record in records)
+        records = records if isinstance(records, (list, tuple)) else list(records)
+        data = frame(records[0]) if len(records) == 1 else b"".join(map(frame, records))
         with self._lock:
             self._appending += 1
             try:
