@@ -16,6 +16,7 @@ import sqlite3
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 # Longer than one upload request may take, so opting out waits for the request in flight.
 OPT_OUT_STOP_TIMEOUT = 15.0
+# How long shutdown(), flush() and an opt-out wait for start()'s thread (its work takes tens of
+# milliseconds; a slow disk, more), and how long a fork does.
+START_WAIT_SECONDS = 5.0
+FORK_START_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -107,6 +112,7 @@ class Analytics:
         self._hooks: UncaughtHooks | None = None
         self._session = Session()
         self._started = False
+        self._starter: threading.Thread | None = None  # start()'s work, on a thread of its own
         self._logged_refusals: set[tuple[str, str]] = set()
         self._committer: GroupCommitter[tuple[ev.DomainEvent, float]] | None = None
         self._pid = os.getpid()
@@ -145,6 +151,7 @@ class Analytics:
         if marker is not None:
             marker.forget()  # closes the inherited descriptor without releasing the parent's lock
         self._started = False
+        self._starter = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Analytics:
@@ -200,7 +207,14 @@ class Analytics:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Begin the session: SessionStart with the automatic fields, then the uploader thread."""
+        """Begin the session: SessionStart with the automatic fields, the uploader thread, the
+        error hooks.
+
+        Returns at once: the work (loading the mapping, opening the queue, writing SessionStart,
+        starting the uploader and Sentry) runs on a thread of its own, off the app's startup path.
+        SessionStart keeps the time of this call. Anything that needs it done waits for it:
+        an emit for the queue, ``flush()``, ``shutdown()``, an opt-out and a ``fork()``.
+        """
         if not self._enabled or os.getpid() != self._pid:
             return  # a forked child shares its parent's session, and never starts its own
         with guard("start"):
@@ -208,30 +222,70 @@ class Analytics:
                 if self._started:
                     return
                 self._started = True
-            runtime = self._ensure_runtime()
+                self._session.started_at = self._clock()
+            atexit.register(self._at_exit)
+        with guard("start: error hooks"):
+            # Here, not on the thread: an exception uncaught a moment after start() is reported.
+            hooks = self._uncaught_hooks()
+            hooks.install()
+            loop = _running_loop()  # the caller's thread runs it
+            if loop is not None:
+                hooks.install_asyncio(loop)
+        if not self.config.sentry_background_init:
+            self._finish_start()  # asked for: Sentry (and so the rest) set up before start() returns
+            return
+        with guard("start"):
+            starter = threading.Thread(target=self._finish_start, name="analytics-start", daemon=True)
+            self._starter = starter
+            _wait_for_start_before_fork(self)
+            starter.start()
+
+    def _finish_start(self) -> None:
         # Each step on its own: a damaged marker must not cost the session, nor a failed Sentry
-        # set-up the uploader.
+        # set-up the uploader. shutdown() or an opt-out meanwhile waits for this thread.
+        with guard("start"), self._lock:
+            if not self._still_starting():
+                return
+            if self._runtime is not None:  # the app emitted before start()
+                self._begin_session(self._runtime)
+            else:
+                # Made and its session begun before anyone else can use it (an emit meanwhile
+                # waits on the lock): the app's first events come after SessionStart.
+                runtime = self._build_runtime()
+                self._begin_session(runtime)
+                self._runtime = runtime
+        if not self._still_starting():
+            return
+        with guard("start: uploader"):
+            self._ensure_uploader().start()
+        if not self._still_starting():
+            return
+        with guard("start: errors"):
+            self._ensure_errors()
+
+    def _begin_session(self, runtime: _Runtime) -> None:
         with guard("start: crashed sessions"):
             # A session still marked as running belongs to a process that died: end it first.
             for ended in collect_crashed_sessions(runtime.state.sessions_dir):
-                self._append(ended.end_event(), session_id=ended.session_id, at=ended.last_seen)
+                self._append(
+                    ended.end_event(), session_id=ended.session_id, at=ended.last_seen, runtime=runtime
+                )
         with guard("start: session"):
             machine_id = self.config.machine_id
             hashed = runtime.identity.keyed_hash(machine_id.get_secret_value()) if machine_id else None
-            self._session.started_at = self._clock()
-            self._append(session_start_event(self.config.app_version, hashed))
+            started_at = self._session.started_at or self._clock()
+            self._append(session_start_event(self.config.app_version, hashed), at=started_at, runtime=runtime)
             self._open_marker(runtime)
-        with guard("start: uploader"):
-            self._ensure_uploader().start()
-        with guard("start: errors"):
-            self._ensure_errors()
-            hooks = self._uncaught_hooks()
-            hooks.install()
-            loop = _running_loop()
-            if loop is not None:
-                hooks.install_asyncio(loop)
-        with guard("start: at exit"):
-            atexit.register(self._at_exit)
+
+    def _still_starting(self) -> bool:
+        # shutdown() or an opt-out that gave up waiting for this thread: it stops here.
+        return self._started and self._enabled
+
+    def _wait_started(self, timeout: float = START_WAIT_SECONDS) -> None:
+        """Wait (at most ``timeout``) for start()'s thread, unless this is that thread."""
+        starter = self._starter
+        if starter is not None and starter is not threading.current_thread() and starter.ident is not None:
+            starter.join(timeout)
 
     def chat_turn(
         self,
@@ -303,8 +357,10 @@ class Analytics:
             return True
         delivered = False
         with guard("flush"):
+            deadline = time.monotonic() + timeout
+            self._wait_started(min(timeout, START_WAIT_SECONDS))  # SessionStart is part of "queued"
             self._commit_pending()
-            delivered = self._ensure_uploader().flush(timeout)
+            delivered = self._ensure_uploader().flush(max(0.0, deadline - time.monotonic()))
         return delivered
 
     def shutdown(self, timeout: float = 3.0) -> None:
@@ -313,6 +369,9 @@ class Analytics:
         if not self._enabled:
             return
         with guard("shutdown"):
+            started_by = time.monotonic()
+            self._wait_started(min(timeout, START_WAIT_SECONDS))  # SessionStart before SessionEnd
+            timeout = max(0.0, timeout - (time.monotonic() - started_by))
             if self._committer is not None:
                 self._committer.stop()  # what was handed over is written before SessionEnd
             with self._lock:
@@ -350,6 +409,7 @@ class Analytics:
         with guard("set_enabled"):
             state = StateFolder(self.config.resolved_state_dir)
             if not enabled:
+                self._wait_started()  # nothing of start()'s may be written after the purge
                 with self._lock:
                     self._enabled = False
                     self._disabled_reason = "opted out (set_enabled(False))"
@@ -523,9 +583,14 @@ class Analytics:
             raise rejected
 
     def _append(
-        self, domain_event: ev.DomainEvent, *, session_id: str | None = None, at: float | None = None
+        self,
+        domain_event: ev.DomainEvent,
+        *,
+        session_id: str | None = None,
+        at: float | None = None,
+        runtime: _Runtime | None = None,
     ) -> None:
-        runtime = self._runtime or self._ensure_runtime()
+        runtime = runtime or self._runtime or self._ensure_runtime()
         when = self._clock() if at is None else at
         record = self._map(runtime, domain_event, when, session_id)
         if record is not None:
@@ -599,6 +664,8 @@ class Analytics:
         from analytics.status import build_status
 
         # Outside the guard on purpose: build_status reports what it cannot read, it does not raise.
+        # While start()'s thread opens the queue, a second opener in this process would race it.
+        self._wait_started()
         runtime = self._runtime
         return build_status(
             self.config,
@@ -620,13 +687,18 @@ class Analytics:
         return found
 
     def _ensure_runtime(self) -> _Runtime:
+
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = self._build_runtime()
+            return self._runtime
+
+    def _build_runtime(self) -> _Runtime:
         from analytics import mapping
         from analytics.privacy.scrubber import Scrubber
         from analytics.queue import OfflineQueue, QueueBounds
 
         with self._lock:
-            if self._runtime is not None:
-                return self._runtime
             config = self.config
             state = StateFolder(config.resolved_state_dir)
             identity = _identity_or_ephemeral(state)
@@ -659,7 +731,7 @@ class Analytics:
                 person_profiles=(self._identified or config.user_id) is not None,
                 hash_value=identity.keyed_hash,
             )
-            self._runtime = _Runtime(
+            return _Runtime(
                 state,
                 identity,
                 queue,
@@ -668,7 +740,6 @@ class Analytics:
                 mapping.EventRefused,
                 _proposal_clock(state, config),
             )
-            return self._runtime
 
     def _open_marker(self, runtime: _Runtime) -> None:
         from analytics.session import SessionMarker
@@ -794,6 +865,21 @@ def _proposal_clock(state: StateFolder, config: TelemetryConfig) -> ProposalCloc
     except (OSError, sqlite3.Error) as exc:
         logger.warning("proposal review times unavailable: %s", exc)
         return None
+
+
+def _wait_for_start_before_fork(telemetry: Analytics) -> None:
+    """Before a fork, let start()'s thread finish (bounded): a child forked while that thread
+    imports a module inherits the module's import lock held by a thread it does not have, and its
+    own first import of that module would wait for ever."""
+    ref = weakref.ref(telemetry)
+
+    def before_fork() -> None:
+        target = ref()
+        if target is not None:
+            target._wait_started(FORK_START_WAIT_SECONDS)
+
+    if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+        os.register_at_fork(before=before_fork)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -146,6 +146,10 @@ if TYPE_CHECKING:
 PURGE_CHUNK: Final = 5_000
 
 
+# How long a purge may spend moving the journal into the queue before it reads the queue.
+PURGE_MOVE_SECONDS: Final = 10.0
+
+
 def purge_above(queue: OfflineQueue, rank: int, catalog: EventCatalog) -> int:
     """Delete the queued messages that need a level above ``rank``; returns how many went.
 
@@ -159,6 +163,9 @@ def purge_above(queue: OfflineQueue, rank: int, catalog: EventCatalog) -> int:
     ranks = {model.posthog_event: RANK[model.consent_level] for model in apps}
     removed = 0
     kept = 0  # records already judged and kept: they stay at the head of the queue
+    # Everything this process journaled goes into the queue first, whatever a move's usual
+    # budget: an event left in the journal would escape the purge.
+    queue.move_journal(budget=PURGE_MOVE_SECONDS)
     while True:
         records = queue.peek(kept + PURGE_CHUNK)
         chunk = records[kept:]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 from analytics import Analytics, TelemetryConfig, events
-from tests.conftest import MakeTelemetry, archived_messages, queued_messages
+from tests.conftest import MakeTelemetry, archived_messages, queued_messages, wait_until
 
 
 def test_start_and_shutdown_bracket_the_session(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
@@ -42,6 +45,40 @@ def test_start_and_shutdown_bracket_the_session(make_telemetry: MakeTelemetry, s
         1,
     )
     assert {m["properties"]["$session_id"] for m in messages} == {telemetry.session_id}
+
+
+def test_start_leaves_its_work_to_a_thread_and_the_session_keeps_starts_time(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    # start() returns at once (the mapping, the queue, SessionStart, the uploader and Sentry are
+    # set up on "analytics-start"); SessionStart is stamped with the time of the call and is
+    # queued before anything the app emits once start() has returned.
+    telemetry = make_telemetry()
+    before = time.time()
+    telemetry.start()
+    after = time.time()
+    telemetry.emit(events.ToolCall(tool_name="first", duration_ms=1, success=True))
+    telemetry.shutdown()
+    messages = archived_messages(state_dir)
+    assert [m["event"] for m in messages] == ["session_started", "$ai_span", "session_ended"]
+    started = datetime.fromisoformat(messages[0]["timestamp"].replace("Z", "+00:00")).timestamp()
+    assert before - 0.001 <= started <= after + 0.001
+
+
+def test_opting_out_right_after_start_leaves_nothing_behind(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    # The opt-out waits for start()'s thread: nothing it would have written lands after the purge.
+    telemetry = make_telemetry()
+    before = set(threading.enumerate())
+
+    def ours_running() -> list[threading.Thread]:
+        return [t for t in set(threading.enumerate()) - before if t.name.startswith("analytics-")]
+
+    telemetry.start()
+    telemetry.set_enabled(False)
+    assert wait_until(lambda: not ours_running()), ours_running()
+    assert sorted(p.name for p in state_dir.iterdir()) == ["opted-out"]
 
 
 def test_set_enabled_false_purges_and_stays_off(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
