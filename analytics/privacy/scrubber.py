@@ -448,10 +448,31 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
             name_end = end
             while name_end > begin and text[name_end - 1] == ".":
                 name_end -= 1  # "...the token." ends a sentence
+            if not _may_be_given_a_value(text, lowered, begin, name_end):
+                continue  # most names in a log: "token validation failed", "passed in 0.4s"
             name = text[begin:name_end]
             kind = _name_kind(name)
             if kind is not None:  # most names with a stem hold none: "tokens", "passed", "monkeypatch"
                 _assignment_at(text, begin, name_end, name, kind, spans)
+
+
+def _may_be_given_a_value(text: str, lowered: bytes, begin: int, end: int) -> bool:
+    """A cheap superset of the three ways _assignment_at finds a value for the name
+    ``text[begin:end]``: a character after the name that _may_assign accepts, an XML element
+    (``<name>``), or a reversed comparison (``"value" == name``: an "=" just before)."""
+    length = len(text)
+    after = text[end] if end < length else ""
+    if after == " " or after == "\t":
+        if text[begin] == "-":
+            return True  # a command-line flag: its value comes after a blank
+        end += 1
+        while end < length and text[end] in " \t":
+            end += 1
+        if end < length and text[end] in _OPERATOR_OR_QUOTE:
+            return True
+    elif after in _AFTER_A_NAME or (after == ">" and begin and text[begin - 1] == "<"):
+        return True  # an operator, a quote, a bracket; or an XML element's name
+    return lowered.find(b"=", max(0, begin - 4), begin) >= 0
 
 
 def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans: list[Span]) -> None:
@@ -511,6 +532,8 @@ def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans:
 
 _CLOSERS: Final = "\\\"'`[]"
 _OPERATOR_OR_QUOTE: Final = ":=!?+\"'`@\\"
+# What may come right after a name _may_assign accepts, but blanks: a closer, an operator or quote.
+_AFTER_A_NAME: Final = frozenset(_CLOSERS + _OPERATOR_OR_QUOTE)
 
 
 def _may_assign(text: str, name: str, end: int) -> bool:
