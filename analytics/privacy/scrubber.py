@@ -85,13 +85,6 @@ _NUM_TABLE: Final = bytes(
     ord("0") if 48 <= byte <= 57 else ord("A") if 65 <= byte <= 90 else byte if byte in b" .-" else ord("x")
     for byte in range(256)
 )
-# In the number map: ".0.0." (an IPv4 address's middle), two groups of four digits (a card),
-# "AA00" (an IBAN's country and check digits). Each starts with a literal, which C finds fast.
-_NUMBER_HINTS: Final = (
-    re.compile(rb"\.0{1,3}\.0{1,3}\."),
-    re.compile(rb"0000[ -]?0000"),
-    re.compile(rb"AA00"),
-)
 _MIN_SCAN: Final = 7
 
 
@@ -144,6 +137,48 @@ _TOKEN_WORDS: Final = tuple(
     )
 )
 _TOKEN_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_TOKEN_WORDS, implementation=_DFA)
+# In the number map: ".0.0." (an IPv4 address's middle: groups of one to three digits), two
+# groups of four digits (a card), "AA00" (an IBAN's country and check digits), spelled out as
+# words so that one automaton pass finds them all (three regex scans cost four times as much).
+_IPV4_HINTS: Final = frozenset(
+    b"." + b"0" * first + b"." + b"0" * second + b"." for first in (1, 2, 3) for second in (1, 2, 3)
+)
+_CARD_HINTS: Final = frozenset({b"0000 0000", b"0000-0000", b"00000000"})
+_IBAN_HINT: Final = b"AA00"
+_NUMBER_WORDS: Final = (*sorted(_IPV4_HINTS), *sorted(_CARD_HINTS), _IBAN_HINT)
+_NUMBER_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_NUMBER_WORDS, implementation=_DFA)
+
+
+def _find_number_hints(numbers: bytes) -> tuple[list[int], list[tuple[int, int]], list[int]]:
+    """Where IPv4 addresses, cards and IBANs may be, as a left-to-right scan finds them: a hint
+    inside the one before is left out (each kind's hints have one length per start)."""
+    ipv4: list[tuple[int, int]] = []
+    cards: list[tuple[int, int]] = []
+    ibans: list[int] = []
+    for index, start, end in _NUMBER_FINDER.find_matches_as_indexes(numbers, overlapping=True):
+        word = _NUMBER_WORDS[index]
+        if word in _IPV4_HINTS:
+            ipv4.append((start, end))
+        elif word in _CARD_HINTS:
+            cards.append((start, end))
+        else:
+            ibans.append(start)
+    return [start for start, _ in _leftmost_first(ipv4)], _leftmost_first(cards), ibans
+
+
+def _leftmost_first(hints: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The hints a regex's finditer would give: earliest first, none starting inside the last."""
+    if len(hints) < 2:
+        return hints
+    kept: list[tuple[int, int]] = []
+    after = 0
+    for start, end in sorted(hints):
+        if start >= after:
+            kept.append((start, end))
+            after = end
+    return kept
+
+
 # Where each word of an automaton starts, in order, overlapping ones included.
 _Words = dict[bytes, list[int]]
 
@@ -159,6 +194,7 @@ _SPACE: Final = ord(" ")
 _DIGIT: Final = ord("0")
 _LONG_SEED: Final = b"a" * 20
 _HEX_DIGITS: Final = "0123456789abcdefABCDEF"
+_QUOTES: Final = frozenset("\"'`")
 _HAS_DIGIT_RE: Final = re.compile(r"\d")
 _WORDISH_RE: Final = re.compile(r"[a-z]+(?:[_\-.][a-z]+)*\d*")
 
@@ -201,9 +237,13 @@ def _scan_spans(text: str, folded: bytes, places: _Words, spans: list[Span]) -> 
     claimed = _claim_runs_by_prefix(text, runs, places, spans)
     _claim_long_runs(text, folded, runs, claimed, spans)
     numbers = folded.translate(_NUM_TABLE)
-    _ipv4_spans(text, numbers, spans)
-    _card_spans(text, numbers, spans)
-    _iban_spans(text, numbers, spans)
+    ipv4_hints, card_hints, iban_hints = _find_number_hints(numbers)
+    if ipv4_hints:
+        _ipv4_spans(text, numbers, ipv4_hints, spans)
+    if card_hints:
+        _card_spans(text, card_hints, spans)
+    if iban_hints:
+        _iban_spans(text, iban_hints, spans)
 
 
 def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Span]) -> set[int]:
@@ -235,13 +275,18 @@ def _claim_long_runs(text: str, folded: bytes, runs: bytes, claimed: set[int], s
         if end < 0:
             end = length
         if at not in claimed:
-            single = text[at] in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
-            if single and _claim_prefix(text, at, _BY_HEAD[text[at]], spans):
-                pass
-            elif end - at >= 20 and text.find(".", at, end) < 0 and text.find("~", at, end) < 0:
-                # A run with a dot or a tilde is a module path, a file name or a version:
-                # never random (see _looks_random), and half the long runs of a log.
+            head = text[at]
+            single = head in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
+            if single and _claim_prefix(text, at, _BY_HEAD[head], spans):
+                at = runs.find(seed, end)
+                continue
+            body = text[at:end]
+            if "." in body or "~" in body:
+                pass  # a module path, a file name or a version: never random (see _looks_random)
+            elif (at and text[at - 1] in _QUOTES) or not (body.islower() or body.isupper() or body.isalpha()):
                 _random_run(text, at, end, spans)
+            # else: most long runs of a log (hex ids, snake_case names), which _random_run rules
+            # out first when they are not quoted (see _one_case_or_letters): no call for them
         at = runs.find(seed, end)
     if not text.isascii():
         _claim_runs_before_non_ascii(text, folded, runs, claimed, spans)
@@ -699,12 +744,11 @@ def _iban(_text: str, found: re.Match[str]) -> bool:
     return is_iban(found.group().replace(" ", ""))
 
 
-def _ipv4_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
+def _ipv4_spans(text: str, numbers: bytes, hints: list[int], spans: list[Span]) -> None:
     """An IPv4 address at each ".0.0." of the number map: its first group is the (at most three)
     digits right before, so the address regex is tried at one place, not over a window."""
     done = 0
-    for hint in _NUMBER_HINTS[0].finditer(numbers):
-        at = hint.start()
+    for at in hints:
         if at < done:
             continue
         begin = at
@@ -717,27 +761,27 @@ def _ipv4_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
                 spans.append((found.start(), found.end(), IP))
 
 
-def _card_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
+def _card_spans(text: str, hints: list[tuple[int, int]], spans: list[Span]) -> None:
     """Card numbers around each "0000 0000" of the number map: the number may start a few
     digits before it (groups of other sizes), so the regex scans a window."""
     done = 0
-    for hint in _NUMBER_HINTS[1].finditer(numbers):
-        if hint.start() < done:
+    for hint_start, hint_end in hints:
+        if hint_start < done:
             continue
-        begin = max(0, hint.start() - 4)
-        for found in _CARD_RE.finditer(text, begin, min(len(text), hint.end() + 40)):
+        begin = max(0, hint_start - 4)
+        for found in _CARD_RE.finditer(text, begin, min(len(text), hint_end + 40)):
             done = found.end()
             if _card(text, found):
                 spans.append((found.start(), found.end(), CARD))
 
 
-def _iban_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
+def _iban_spans(text: str, hints: list[int], spans: list[Span]) -> None:
     """An IBAN at each "AA00" of the number map, which is where its country code starts."""
     done = 0
-    for hint in _NUMBER_HINTS[2].finditer(numbers):
-        if hint.start() < done:
+    for at in hints:
+        if at < done:
             continue
-        found = _IBAN_RE.match(text, hint.start())
+        found = _IBAN_RE.match(text, at)
         if found:
             done = found.end()
             if _iban(text, found):
@@ -882,8 +926,11 @@ class Scrubber:
         if any(marker in places for marker in _KEY_BLOCK_MARKERS):
             _private_key_spans(text, spans)
         if _URL_MARKER in places:
-            for found in _URL_CREDENTIALS_RE.finditer(text):
-                spans.append((found.start("cred"), found.end("cred"), CREDENTIALS))
+            if b"@" in folded:  # user:password@host: a match starts at a "://" (none holds another)
+                for at in places[_URL_MARKER]:
+                    found = _URL_CREDENTIALS_RE.match(text, at)
+                    if found:
+                        spans.append((found.start("cred"), found.end("cred"), CREDENTIALS))
             for trigger, regex in _URL_RULES:
                 if trigger in places:
                     spans.extend((found.start(), found.end(), SECRET) for found in regex.finditer(text))
