@@ -431,6 +431,7 @@ _STEMS: Final = (
     b"_pat",
     b"_pw",
 )
+_STEM_TEXTS: Final = tuple(stem.decode() for stem in _STEMS)
 # In the names map a name character is "n" and anything else a space, so that C's find and rfind
 # give the bounds of the name around a stem.
 _NAME_TABLE: Final = bytes(ord("n") if chr(byte) in _NAME_CHARS else ord(" ") for byte in range(256))
@@ -468,6 +469,8 @@ def _credential_like(value: str, quoted: bool) -> bool:
 def _balanced_end(value: str) -> int:
     """Drop closing brackets the value did not open: "(password=abc)" keeps its ")"."""
     end = len(value)
+    if not value.endswith((")", "]", "}")):
+        return end
     for opener, closer in (("(", ")"), ("[", "]"), ("{", "}")):
         while end and value[end - 1] == closer and value.count(opener, 0, end) < value.count(closer, 0, end):
             end -= 1
@@ -475,49 +478,66 @@ def _balanced_end(value: str) -> int:
 
 
 def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span]) -> None:
-    """Each name that holds a stem, once: a stem found again inside the same name is skipped."""
-    seen: set[int] = set()
+    """Each name that holds a stem, once, in the order of its first stem in _STEMS, then of
+    place (the first span of two at one place wins in _apply).
+
+    Most names with a stem in a log are prose ("token validation failed", "passed in 0.4s"):
+    what follows them cannot give them a value, which a few tests of single characters tell
+    (a superset of what _assignment_at accepts) before the name is even sliced out."""
     names = lowered.translate(_NAME_TABLE)
-    for stem in _STEMS:
-        end = 0
-        for at in words.get(stem, ()):
-            if at < end:
-                continue
+    length = len(text)
+    found: list[tuple[int, int, int, str, str]] = []
+    seen: set[int] = set()
+    for word, starts in words.items():
+        if word not in _NAME_WORDS:
+            continue  # a home marker ending with a separator: no stem overlaps it
+        last = len(word) - 1  # the word's last character is in the name it was found in
+        for at in starts:
+            at += last
             begin = names.rfind(b" ", 0, at) + 1
-            end = names.find(b" ", at + len(stem))
-            if end < 0:
-                end = len(text)
             if begin in seen:
                 continue
             seen.add(begin)
+            end = names.find(b" ", at)
+            if end < 0:
+                end = length
             name_end = end
             while name_end > begin and text[name_end - 1] == ".":
                 name_end -= 1  # "...the token." ends a sentence
-            if not _may_be_given_a_value(text, lowered, begin, name_end):
-                continue  # most names in a log: "token validation failed", "passed in 0.4s"
+            if name_end == begin:
+                continue
+            after = text[name_end] if name_end < length else ""
+            if after == " " or after == "\t":
+                # After blanks: an operator or a quote, or anything for a command-line flag.
+                rest = name_end + 1
+                while rest < length and text[rest] in " \t":
+                    rest += 1
+                may_give = text[begin] == "-" or (rest < length and text[rest] in _OPERATOR_OR_QUOTE)
+            else:
+                may_give = after in _AFTER_A_NAME or (after == ">" and begin > 0 and text[begin - 1] == "<")
+            if not may_give and lowered.find(b"=", begin - 4 if begin > 4 else 0, begin) < 0:
+                continue  # and no "=" just before: no reversed comparison ("value" == name)
             name = text[begin:name_end]
             kind = _name_kind(name)
             if kind is not None:  # most names with a stem hold none: "tokens", "passed", "monkeypatch"
-                _assignment_at(text, begin, name_end, name, kind, spans)
+                first = _first_stem(name)
+                if first is not None:
+                    found.append((first, begin, name_end, name, kind))
+    if len(found) > 1:
+        found.sort()
+    for _first, begin, name_end, name, kind in found:
+        _assignment_at(text, begin, name_end, name, kind, spans)
 
 
-def _may_be_given_a_value(text: str, lowered: bytes, begin: int, end: int) -> bool:
-    """A cheap superset of the three ways _assignment_at finds a value for the name
-    ``text[begin:end]``: a character after the name that _may_assign accepts, an XML element
-    (``<name>``), or a reversed comparison (``"value" == name``: an "=" just before)."""
-    length = len(text)
-    after = text[end] if end < length else ""
-    if after == " " or after == "\t":
-        if text[begin] == "-":
-            return True  # a command-line flag: its value comes after a blank
-        end += 1
-        while end < length and text[end] in " \t":
-            end += 1
-        if end < length and text[end] in _OPERATOR_OR_QUOTE:
-            return True
-    elif after in _AFTER_A_NAME or (after == ">" and begin and text[begin - 1] == "<"):
-        return True  # an operator, a quote, a bracket; or an XML element's name
-    return lowered.find(b"=", max(0, begin - 4), begin) >= 0
+@lru_cache(maxsize=4096)
+def _first_stem(name: str) -> int | None:
+    """The place in _STEMS of the first stem the name holds, None if it holds none (a name
+    found by an overlapping word: "basic" in "basicookie" hides "cookie"; alone, it holds none)."""
+    low = name.lower()
+    for index, stem in enumerate(_STEM_TEXTS):
+        if stem in low:
+            return index
+    return None
 
 
 def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans: list[Span]) -> None:
@@ -542,7 +562,7 @@ def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans:
         found = _QUOTED_STATEMENT_RE.match(text, end) or found
     if found is None:
         return
-    op = found.groupdict().get("op")
+    op = found.group("op") if found.re is _ASSIGN_RE else None
     quoted = found.group("q") is not None
     value = found.group("quoted") if quoted else found.group("bare")
     value_start = found.start("quoted") if quoted else found.start("bare")
@@ -616,11 +636,15 @@ def _authorization_value(text: str, start: int, quoted_end: int | None, spans: l
 
 def _bare_scheme_spans(text: str, words: _Words, spans: list[Span]) -> None:
     """ "Bearer abc123" outside a header; "Basic configuration" is prose and stays."""
+    length = len(text)
     for scheme in _BARE_SCHEMES:
+        after = len(scheme)
         for at in words.get(scheme, ()):
+            if at + after >= length or text[at + after] not in " \t":
+                continue  # "tokens", "token:": no blank before a credential
             before = text[at - 1 : at]
             if not (before and (before.isalnum() or before in "_-")):
-                found = _CRED_AFTER_SCHEME_RE.match(text, at + len(scheme))
+                found = _CRED_AFTER_SCHEME_RE.match(text, at + after)
                 if found and _is_tokenish(found.group("cred")):
                     spans.append((found.start("cred"), found.end("cred"), TOKEN))
 
@@ -655,16 +679,30 @@ _HOME_TRIGGERS: Final = (
 )
 # The words the second and third passes look for in the lowered text: secret-name stems, auth
 # schemes, home folder markers. One Aho-Corasick automaton finds them all in one pass of compiled
-# code (about 2.5 us per KB); a bytes.find per word costs 0.5-1 us per KB each, and there are 23.
+# code; a bytes.find per word costs 0.5-1 us per KB each, and there are 23. It reports matches
+# that do not overlap (leftmost first), which lets it skip ahead on rare bytes: 0.8 us per KB
+# where reporting every match costs 2.5. What that leaves out is made up for below: a home
+# marker may start at the separator another one ends with ("/home/users/"), and a stem hidden
+# by an overlapping match ("_pwd", "basicookie") lies in a name already found (_assignment_spans).
 _BARE_SCHEMES: Final = (b"bearer", b"basic", b"token")
 _WORDS: Final = tuple(dict.fromkeys(_STEMS + _BARE_SCHEMES + _HOME_TRIGGERS))
-_WORD_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_WORDS, implementation=_DFA)
+_WORD_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(
+    _WORDS, implementation=_DFA, matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
+)
+# Words whose last character is a name's: stems, schemes, "documents and settings" (see above).
+_NAME_WORDS: Final = frozenset(word for word in _WORDS if chr(word[-1]) in _NAME_CHARS)
+_ENDS_WITH_SEPARATOR: Final = frozenset(trigger for trigger in _HOME_TRIGGERS if trigger[-1] in b"/\\")
 
 
 def _find_words(lowered: bytes) -> _Words:
     found: _Words = {}
-    for index, start, _end in _WORD_FINDER.find_matches_as_indexes(lowered, overlapping=True):
-        found.setdefault(_WORDS[index], []).append(start)
+    for index, start, end in _WORD_FINDER.find_matches_as_indexes(lowered):
+        word = _WORDS[index]
+        found.setdefault(word, []).append(start)
+        if word in _ENDS_WITH_SEPARATOR:
+            for trigger in _HOME_TRIGGERS:
+                if lowered.startswith(trigger, end - 1):
+                    found.setdefault(trigger, []).append(end - 1)
     return found
 
 
@@ -682,6 +720,7 @@ _VERSION_BEFORE_RE: Final = re.compile(r"(?i:version|ver\.?|release|build|rev)[ 
 _IPV6_HINT_RE: Final = re.compile(r":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:)")
 _HEX_COLON: Final = frozenset("0123456789abcdefABCDEF:")
 _KEPT_IPS: Final = ("127.", "0.0.0.0", "255.255.255.255")
+_IPV6_KEPT: Final = frozenset({"::1", "::"})
 
 
 def _home_spans(text: str, places: list[int], trigger: bytes, spans: list[Span]) -> None:
@@ -824,6 +863,8 @@ def _ipv6_spans(text: str, spans: list[Span]) -> None:
             continue
         if value.count(":") < 2 or not any(char.isdigit() for char in value):
             continue
+        if value in _IPV6_KEPT:
+            continue  # "::1" and "::", the usual spellings, without building an address
         try:
             address = ipaddress.IPv6Address(value)
         except ValueError:
