@@ -146,6 +146,8 @@ _IPV4_HINTS: Final = frozenset(
 _CARD_HINTS: Final = frozenset({b"0000 0000", b"0000-0000", b"00000000"})
 _IBAN_HINT: Final = b"AA00"
 _NUMBER_WORDS: Final = (*sorted(_IPV4_HINTS), *sorted(_CARD_HINTS), _IBAN_HINT)
+_FIRST_CARD_HINT: Final = len(_IPV4_HINTS)
+_IBAN_HINT_INDEX: Final = len(_IPV4_HINTS) + len(_CARD_HINTS)
 _NUMBER_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_NUMBER_WORDS, implementation=_DFA)
 
 
@@ -156,10 +158,9 @@ def _find_number_hints(numbers: bytes) -> tuple[list[int], list[tuple[int, int]]
     cards: list[tuple[int, int]] = []
     ibans: list[int] = []
     for index, start, end in _NUMBER_FINDER.find_matches_as_indexes(numbers, overlapping=True):
-        word = _NUMBER_WORDS[index]
-        if word in _IPV4_HINTS:
+        if index < _FIRST_CARD_HINT:
             ipv4.append((start, end))
-        elif word in _CARD_HINTS:
+        elif index < _IBAN_HINT_INDEX:
             cards.append((start, end))
         else:
             ibans.append(start)
@@ -241,7 +242,7 @@ def _scan_spans(text: str, folded: bytes, places: _Words, spans: list[Span]) -> 
     if ipv4_hints:
         _ipv4_spans(text, numbers, ipv4_hints, spans)
     if card_hints:
-        _card_spans(text, card_hints, spans)
+        _card_spans(text, numbers, card_hints, spans)
     if iban_hints:
         _iban_spans(text, iban_hints, spans)
 
@@ -711,6 +712,7 @@ _IPV4_RE: Final = re.compile(
     r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}(?![\w]|\.\d)"
 )
 _CARD_RE: Final = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-]|\.\d)")
+_CARD_MIN_DIGITS: Final = 13
 _IBAN_RE: Final = re.compile(
     r"(?<![A-Za-z0-9])[A-Z]{2}\d\d(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
 )
@@ -800,15 +802,20 @@ def _ipv4_spans(text: str, numbers: bytes, hints: list[int], spans: list[Span]) 
                 spans.append((found.start(), found.end(), IP))
 
 
-def _card_spans(text: str, hints: list[tuple[int, int]], spans: list[Span]) -> None:
+def _card_spans(text: str, numbers: bytes, hints: list[tuple[int, int]], spans: list[Span]) -> None:
     """Card numbers around each "0000 0000" of the number map: the number may start a few
-    digits before it (groups of other sizes), so the regex scans a window."""
+    digits before it (groups of other sizes), so the regex scans a window, unless the window
+    holds fewer digits than a card has (dates, version strings, ids of eight digits)."""
     done = 0
+    ascii_digits_only = text.isascii()  # \d also matches other scripts' digits, not mapped to "0"
     for hint_start, hint_end in hints:
         if hint_start < done:
             continue
         begin = max(0, hint_start - 4)
-        for found in _CARD_RE.finditer(text, begin, min(len(text), hint_end + 40)):
+        stop = min(len(text), hint_end + 40)
+        if ascii_digits_only and numbers.count(b"0", begin, stop) < _CARD_MIN_DIGITS:
+            continue
+        for found in _CARD_RE.finditer(text, begin, stop):
             done = found.end()
             if _card(text, found):
                 spans.append((found.start(), found.end(), CARD))
