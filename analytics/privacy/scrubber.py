@@ -487,47 +487,46 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
     (a superset of what _assignment_at accepts) before the name is even sliced out."""
     names = lowered.translate(_NAME_TABLE)
     length = len(text)
-    found: list[tuple[int, int, int, str, str]] = []
-    seen: set[int] = set()
+    found: list[tuple[int, int, int, str, str, bool]] = []
     for word, starts in words.items():
         if word not in _NAME_WORDS:
             continue  # a home marker ending with a separator: no stem overlaps it
         last = len(word) - 1  # the word's last character is in the name it was found in
         for at in starts:
+            # A name with two stems is looked at twice, which costs less than remembering
+            # names: its spans come out the same twice, and _apply drops the copies.
             at += last
             begin = names.rfind(b" ", 0, at) + 1
-            if begin in seen:
-                continue
-            seen.add(begin)
             end = names.find(b" ", at)
             if end < 0:
                 end = length
-            name_end = end
-            while name_end > begin and text[name_end - 1] == ".":
-                name_end -= 1  # "...the token." ends a sentence
-            if name_end == begin:
-                continue
-            after = text[name_end] if name_end < length else ""
+            while text[end - 1] == ".":  # stops at the word, which ends with a letter
+                end -= 1  # "...the token." ends a sentence
+            after = text[end : end + 1]
             if after == " " or after == "\t":
                 # After blanks: an operator or a quote, or anything for a command-line flag.
-                rest = name_end + 1
+                rest = end + 1
                 while rest < length and text[rest] in " \t":
                     rest += 1
-                may_give = text[begin] == "-" or (rest < length and text[rest] in _OPERATOR_OR_QUOTE)
+                assignable = text[begin] == "-" or (rest < length and text[rest] in _OPERATOR_OR_QUOTE)
             else:
-                may_give = after in _AFTER_A_NAME or (after == ">" and begin > 0 and text[begin - 1] == "<")
-            if not may_give and lowered.find(b"=", begin - 4 if begin > 4 else 0, begin) < 0:
-                continue  # and no "=" just before: no reversed comparison ("value" == name)
-            name = text[begin:name_end]
+                assignable = after in _AFTER_A_NAME  # a closing quote or bracket, an operator
+            if (
+                not assignable
+                and lowered.find(b"=", begin - 4 if begin > 4 else 0, begin) < 0
+                and not (after == ">" and begin > 0 and text[begin - 1] == "<")
+            ):
+                continue  # no value, no reversed comparison ("value" == name), no XML element
+            name = text[begin:end]
             kind = _name_kind(name)
             if kind is not None:  # most names with a stem hold none: "tokens", "passed", "monkeypatch"
                 first = _first_stem(name)
                 if first is not None:
-                    found.append((first, begin, name_end, name, kind))
+                    found.append((first, begin, end, name, kind, assignable))
     if len(found) > 1:
         found.sort()
-    for _first, begin, name_end, name, kind in found:
-        _assignment_at(text, begin, name_end, name, kind, spans)
+    for _first, begin, end, name, kind, assignable in found:
+        _assignment_at(text, begin, end, name, kind, assignable, spans)
 
 
 @lru_cache(maxsize=4096)
@@ -541,9 +540,14 @@ def _first_stem(name: str) -> int | None:
     return None
 
 
-def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans: list[Span]) -> None:
+def _assignment_at(
+    text: str, begin: int, end: int, name: str, kind: str, assignable: bool, spans: list[Span]
+) -> None:
     """The value given to the secret name ``text[begin:end]``, if any, by any of the forms
-    _ASSIGN_RE, _QUOTED_STATEMENT_RE, _REVERSED_RE and XML elements spell."""
+    _ASSIGN_RE, _QUOTED_STATEMENT_RE, _REVERSED_RE and XML elements spell. ``assignable``:
+    what follows the name can give it a value (a closing quote or bracket; after blanks an
+    operator, a quote or "@", or for a command-line flag anything). Prose ("the token is
+    expired") fails there, before any regex runs."""
     before = text[max(0, begin - 4) : begin].rstrip()
     reversed_value = (
         _REVERSED_RE.search(text, max(0, begin - 200), begin) if before.endswith(("==", "!=")) else None
@@ -556,7 +560,7 @@ def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans:
         if closing > end + 1 and (line_end < 0 or closing < line_end):
             spans.append((end + 1, closing, SECRET))  # <password>value</password>
         return
-    if not _may_assign(text, name, end):
+    if not assignable:
         return
     found = _ASSIGN_RE.match(text, end)
     if found is None or found.group("op") is None:
@@ -598,22 +602,8 @@ def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans:
 
 _CLOSERS: Final = "\\\"'`[]"
 _OPERATOR_OR_QUOTE: Final = ":=!?+\"'`@\\"
-# What may come right after a name _may_assign accepts, but blanks: a closer, an operator or quote.
+# What may come right after a name given a value, blanks aside: a closer, an operator or a quote.
 _AFTER_A_NAME: Final = frozenset(_CLOSERS + _OPERATOR_OR_QUOTE)
-
-
-def _may_assign(text: str, name: str, end: int) -> bool:
-    """Whether what follows a name can give it a value: a closing quote or bracket, or after
-    blanks an operator, a quote or "@", or (a command-line flag) anything after a blank.
-    Prose ("the token is expired") fails here, before any regex runs."""
-    if text[end : end + 1] in _CLOSERS and end < len(text):
-        return True
-    after = end
-    while after < len(text) and text[after] in " \t":
-        after += 1
-    if after > end and name.startswith("-"):
-        return True
-    return after < len(text) and text[after] in _OPERATOR_OR_QUOTE
 
 
 def _authorization_value(text: str, start: int, quoted_end: int | None, spans: list[Span]) -> None:
