@@ -339,11 +339,12 @@ def _claim_prefix(
 
 
 def _claim_infix(text: str, at: int, compiled: _CompiledToken, spans: list[Span]) -> None:
-    """A token format found by a prefix inside a token (its lead comes before)."""
-    lead_start = _lead_start(text, at, compiled)
-    if lead_start is not None:
-        found = compiled.regex.match(text, at)
-        if found:
+    """A token format found by a prefix inside a token (its lead comes before). The format,
+    anchored, fails fast ("AA" in a tracking number); the lead is searched over a window."""
+    found = compiled.regex.match(text, at)
+    if found:
+        lead_start = _lead_start(text, at, compiled)
+        if lead_start is not None:
             spans.append((lead_start, found.end(), compiled.rule.placeholder))
 
 
@@ -493,8 +494,8 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
             continue  # a home marker ending with a separator: no stem overlaps it
         last = len(word) - 1  # the word's last character is in the name it was found in
         for at in starts:
-            # A name with two stems is looked at twice, which costs less than remembering
-            # names: its spans come out the same twice, and _apply drops the copies.
+            # A name with two stems is looked at twice here (cheaper than remembering every
+            # name), and once below.
             at += last
             begin = names.rfind(b" ", 0, at) + 1
             end = names.find(b" ", at)
@@ -525,8 +526,11 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
                     found.append((first, begin, end, name, kind, assignable))
     if len(found) > 1:
         found.sort()
+    previous = -1
     for _first, begin, end, name, kind, assignable in found:
-        _assignment_at(text, begin, end, name, kind, assignable, spans)
+        if begin != previous:  # a name with two stems comes twice, side by side once sorted
+            _assignment_at(text, begin, end, name, kind, assignable, spans)
+            previous = begin
 
 
 @lru_cache(maxsize=4096)
@@ -928,6 +932,15 @@ class Scrubber:
             self._words.append((user_name.lower(), _word_re(user_name), USER))
         for name in _host_spellings(host_name):
             self._words.append((name.lower(), _word_re(name), HOST))
+        # A name that holds one looked for before it (the host "bobs-laptop", the user "bob")
+        # cannot be there when that one is not. ASCII only: lower() may lengthen other text.
+        self._contains_shorter = {
+            word: frozenset(
+                earlier for earlier, _, _ in self._words[:index] if earlier in word and earlier.isascii()
+            )
+            for index, (word, _, _) in enumerate(self._words)
+            if word.isascii()
+        }
         # The names alone, lower case, for the short-value path (a loop over a tuple of strings
         # costs a fifth of a generator over the triples).
         self._names = tuple(word for word, _, _ in self._words)
@@ -1021,14 +1034,19 @@ class Scrubber:
             lowered = text.encode("ascii", "replace").lower()
         spans = []
         unicode_lowered: str | None = None
+        absent: set[str] = set()
         for word, regex, placeholder in self._words:
-            if word.isascii():
+            if word in self._contains_shorter and not absent.isdisjoint(self._contains_shorter[word]):
+                present = False  # "bobs-laptop" when "bob" is not there
+            elif word.isascii():
                 present = word.encode() in lowered
             else:
                 unicode_lowered = unicode_lowered if unicode_lowered is not None else text.lower()
                 present = word in unicode_lowered
             if present:
                 spans.extend((found.start(), found.end(), placeholder) for found in regex.finditer(text))
+            else:
+                absent.add(word)
         text = _apply(text, spans)
 
         for rule, regex in self._extra:
