@@ -81,6 +81,9 @@ class Rule:
 _TOKEN_CHARS: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+/.~"
 _RUN_TABLE: Final = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
 _RUN_SEED: Final = b"a" * 12
+_SEGMENT_TABLE: Final = bytes(
+    ord("a") if byte in _TOKEN_CHARS and byte not in b".~" else ord(" ") for byte in range(256)
+)
 _NUM_TABLE: Final = bytes(
     ord("0") if 48 <= byte <= 57 else ord("A") if 65 <= byte <= 90 else byte if byte in b" .-" else ord("x")
     for byte in range(256)
@@ -267,28 +270,35 @@ def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Sp
 def _claim_long_runs(text: str, folded: bytes, runs: bytes, claimed: set[int], spans: list[Span]) -> None:
     """Runs long enough for a one-character head's format or the entropy fallback: runs under
     20 characters (most words, names and paths) are not visited, except where a non-ASCII
-    character ends one (see _claim_runs_before_non_ascii)."""
+    character ends one (see _claim_runs_before_non_ascii).
+
+    The search is for 20 token characters without a dot or a tilde (a segment): a run with
+    one is a module path, a file name or a version, never random (see _looks_random), and
+    half the long runs of a log. Only a one-character head's format is tried on such a run,
+    at its start, and the format (Discord's) begins with 24 characters of [\\w-]: a segment."""
     length = len(text)
+    segments = folded.translate(_SEGMENT_TABLE)
     seed = _LONG_SEED
-    at = runs.find(seed)
+    at = segments.find(seed)
     while at >= 0:
-        end = runs.find(b" ", at)
+        end = segments.find(b" ", at)
         if end < 0:
             end = length
-        if at not in claimed:
+        if (at == 0 or runs[at - 1] == _SPACE) and at not in claimed:  # it starts a run
             head = text[at]
             single = head in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
             if single and _claim_prefix(text, at, _BY_HEAD[head], spans):
-                at = runs.find(seed, end)
-                continue
-            body = text[at:end]
-            if "." in body or "~" in body:
-                pass  # a module path, a file name or a version: never random (see _looks_random)
-            elif (at and text[at - 1] in _QUOTES) or not (body.islower() or body.isupper() or body.isalpha()):
-                _random_run(text, at, end, spans)
-            # else: most long runs of a log (hex ids, snake_case names), which _random_run rules
-            # out first when they are not quoted (see _one_case_or_letters): no call for them
-        at = runs.find(seed, end)
+                pass
+            elif end == length or runs[end] == _SPACE:  # and it is the whole run
+                body = text[at:end]
+                quoted = at > 0 and text[at - 1] in _QUOTES
+                if (
+                    quoted or not (body.islower() or body.isupper() or body.isalpha())
+                ) and not text.startswith(rules.PUBLIC_ID_PREFIXES, at):
+                    _random_run(text, at, end, spans)
+                # else: most long runs of a log (hex ids, snake_case names, providers' request
+                # ids), which _random_run rules out first (see _one_case_or_letters): no call
+        at = segments.find(seed, end)
     if not text.isascii():
         _claim_runs_before_non_ascii(text, folded, runs, claimed, spans)
 
