@@ -81,16 +81,12 @@ class Rule:
 _TOKEN_CHARS: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+/.~"
 _RUN_TABLE: Final = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
 _RUN_SEED: Final = b"a" * 12
+_SEGMENT_TABLE: Final = bytes(
+    ord("a") if byte in _TOKEN_CHARS and byte not in b".~" else ord(" ") for byte in range(256)
+)
 _NUM_TABLE: Final = bytes(
     ord("0") if 48 <= byte <= 57 else ord("A") if 65 <= byte <= 90 else byte if byte in b" .-" else ord("x")
     for byte in range(256)
-)
-# In the number map: ".0.0." (an IPv4 address's middle), two groups of four digits (a card),
-# "AA00" (an IBAN's country and check digits). Each starts with a literal, which C finds fast.
-_NUMBER_HINTS: Final = (
-    re.compile(rb"\.0{1,3}\.0{1,3}\."),
-    re.compile(rb"0000[ -]?0000"),
-    re.compile(rb"AA00"),
 )
 _MIN_SCAN: Final = 7
 
@@ -144,6 +140,49 @@ _TOKEN_WORDS: Final = tuple(
     )
 )
 _TOKEN_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_TOKEN_WORDS, implementation=_DFA)
+# In the number map: ".0.0." (an IPv4 address's middle: groups of one to three digits), two
+# groups of four digits (a card), "AA00" (an IBAN's country and check digits), spelled out as
+# words so that one automaton pass finds them all (three regex scans cost four times as much).
+_IPV4_HINTS: Final = frozenset(
+    b"." + b"0" * first + b"." + b"0" * second + b"." for first in (1, 2, 3) for second in (1, 2, 3)
+)
+_CARD_HINTS: Final = frozenset({b"0000 0000", b"0000-0000", b"00000000"})
+_IBAN_HINT: Final = b"AA00"
+_NUMBER_WORDS: Final = (*sorted(_IPV4_HINTS), *sorted(_CARD_HINTS), _IBAN_HINT)
+_FIRST_CARD_HINT: Final = len(_IPV4_HINTS)
+_IBAN_HINT_INDEX: Final = len(_IPV4_HINTS) + len(_CARD_HINTS)
+_NUMBER_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_NUMBER_WORDS, implementation=_DFA)
+
+
+def _find_number_hints(numbers: bytes) -> tuple[list[int], list[tuple[int, int]], list[int]]:
+    """Where IPv4 addresses, cards and IBANs may be, as a left-to-right scan finds them: a hint
+    inside the one before is left out (each kind's hints have one length per start)."""
+    ipv4: list[tuple[int, int]] = []
+    cards: list[tuple[int, int]] = []
+    ibans: list[int] = []
+    for index, start, end in _NUMBER_FINDER.find_matches_as_indexes(numbers, overlapping=True):
+        if index < _FIRST_CARD_HINT:
+            ipv4.append((start, end))
+        elif index < _IBAN_HINT_INDEX:
+            cards.append((start, end))
+        else:
+            ibans.append(start)
+    return [start for start, _ in _leftmost_first(ipv4)], _leftmost_first(cards), ibans
+
+
+def _leftmost_first(hints: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The hints a regex's finditer would give: earliest first, none starting inside the last."""
+    if len(hints) < 2:
+        return hints
+    kept: list[tuple[int, int]] = []
+    after = 0
+    for start, end in sorted(hints):
+        if start >= after:
+            kept.append((start, end))
+            after = end
+    return kept
+
+
 # Where each word of an automaton starts, in order, overlapping ones included.
 _Words = dict[bytes, list[int]]
 
@@ -159,6 +198,7 @@ _SPACE: Final = ord(" ")
 _DIGIT: Final = ord("0")
 _LONG_SEED: Final = b"a" * 20
 _HEX_DIGITS: Final = "0123456789abcdefABCDEF"
+_QUOTES: Final = frozenset("\"'`")
 _HAS_DIGIT_RE: Final = re.compile(r"\d")
 _WORDISH_RE: Final = re.compile(r"[a-z]+(?:[_\-.][a-z]+)*\d*")
 
@@ -201,9 +241,13 @@ def _scan_spans(text: str, folded: bytes, places: _Words, spans: list[Span]) -> 
     claimed = _claim_runs_by_prefix(text, runs, places, spans)
     _claim_long_runs(text, folded, runs, claimed, spans)
     numbers = folded.translate(_NUM_TABLE)
-    _ipv4_spans(text, numbers, spans)
-    _card_spans(text, numbers, spans)
-    _iban_spans(text, numbers, spans)
+    ipv4_hints, card_hints, iban_hints = _find_number_hints(numbers)
+    if ipv4_hints:
+        _ipv4_spans(text, numbers, ipv4_hints, spans)
+    if card_hints:
+        _card_spans(text, numbers, card_hints, spans)
+    if iban_hints:
+        _iban_spans(text, iban_hints, spans)
 
 
 def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Span]) -> set[int]:
@@ -226,23 +270,35 @@ def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Sp
 def _claim_long_runs(text: str, folded: bytes, runs: bytes, claimed: set[int], spans: list[Span]) -> None:
     """Runs long enough for a one-character head's format or the entropy fallback: runs under
     20 characters (most words, names and paths) are not visited, except where a non-ASCII
-    character ends one (see _claim_runs_before_non_ascii)."""
+    character ends one (see _claim_runs_before_non_ascii).
+
+    The search is for 20 token characters without a dot or a tilde (a segment): a run with
+    one is a module path, a file name or a version, never random (see _looks_random), and
+    half the long runs of a log. Only a one-character head's format is tried on such a run,
+    at its start, and the format (Discord's) begins with 24 characters of [\\w-]: a segment."""
     length = len(text)
+    segments = folded.translate(_SEGMENT_TABLE)
     seed = _LONG_SEED
-    at = runs.find(seed)
+    at = segments.find(seed)
     while at >= 0:
-        end = runs.find(b" ", at)
+        end = segments.find(b" ", at)
         if end < 0:
             end = length
-        if at not in claimed:
-            single = text[at] in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
-            if single and _claim_prefix(text, at, _BY_HEAD[text[at]], spans):
+        if (at == 0 or runs[at - 1] == _SPACE) and at not in claimed:  # it starts a run
+            head = text[at]
+            single = head in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
+            if single and _claim_prefix(text, at, _BY_HEAD[head], spans):
                 pass
-            elif end - at >= 20 and text.find(".", at, end) < 0 and text.find("~", at, end) < 0:
-                # A run with a dot or a tilde is a module path, a file name or a version:
-                # never random (see _looks_random), and half the long runs of a log.
-                _random_run(text, at, end, spans)
-        at = runs.find(seed, end)
+            elif end == length or runs[end] == _SPACE:  # and it is the whole run
+                body = text[at:end]
+                quoted = at > 0 and text[at - 1] in _QUOTES
+                if (
+                    quoted or not (body.islower() or body.isupper() or body.isalpha())
+                ) and not text.startswith(rules.PUBLIC_ID_PREFIXES, at):
+                    _random_run(text, at, end, spans)
+                # else: most long runs of a log (hex ids, snake_case names, providers' request
+                # ids), which _random_run rules out first (see _one_case_or_letters): no call
+        at = segments.find(seed, end)
     if not text.isascii():
         _claim_runs_before_non_ascii(text, folded, runs, claimed, spans)
 
@@ -293,11 +349,12 @@ def _claim_prefix(
 
 
 def _claim_infix(text: str, at: int, compiled: _CompiledToken, spans: list[Span]) -> None:
-    """A token format found by a prefix inside a token (its lead comes before)."""
-    lead_start = _lead_start(text, at, compiled)
-    if lead_start is not None:
-        found = compiled.regex.match(text, at)
-        if found:
+    """A token format found by a prefix inside a token (its lead comes before). The format,
+    anchored, fails fast ("AA" in a tracking number); the lead is searched over a window."""
+    found = compiled.regex.match(text, at)
+    if found:
+        lead_start = _lead_start(text, at, compiled)
+        if lead_start is not None:
             spans.append((lead_start, found.end(), compiled.rule.placeholder))
 
 
@@ -386,6 +443,7 @@ _STEMS: Final = (
     b"_pat",
     b"_pw",
 )
+_STEM_TEXTS: Final = tuple(stem.decode() for stem in _STEMS)
 # In the names map a name character is "n" and anything else a space, so that C's find and rfind
 # give the bounds of the name around a stem.
 _NAME_TABLE: Final = bytes(ord("n") if chr(byte) in _NAME_CHARS else ord(" ") for byte in range(256))
@@ -423,6 +481,8 @@ def _credential_like(value: str, quoted: bool) -> bool:
 def _balanced_end(value: str) -> int:
     """Drop closing brackets the value did not open: "(password=abc)" keeps its ")"."""
     end = len(value)
+    if not value.endswith((")", "]", "}")):
+        return end
     for opener, closer in (("(", ")"), ("[", "]"), ("{", "}")):
         while end and value[end - 1] == closer and value.count(opener, 0, end) < value.count(closer, 0, end):
             end -= 1
@@ -430,33 +490,78 @@ def _balanced_end(value: str) -> int:
 
 
 def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span]) -> None:
-    """Each name that holds a stem, once: a stem found again inside the same name is skipped."""
-    seen: set[int] = set()
+    """Each name that holds a stem, once, in the order of its first stem in _STEMS, then of
+    place (the first span of two at one place wins in _apply).
+
+    Most names with a stem in a log are prose ("token validation failed", "passed in 0.4s"):
+    what follows them cannot give them a value, which a few tests of single characters tell
+    (a superset of what _assignment_at accepts) before the name is even sliced out."""
     names = lowered.translate(_NAME_TABLE)
-    for stem in _STEMS:
-        end = 0
-        for at in words.get(stem, ()):
-            if at < end:
-                continue
+    length = len(text)
+    found: list[tuple[int, int, int, str, str, bool]] = []
+    for word, starts in words.items():
+        if word not in _NAME_WORDS:
+            continue  # a home marker ending with a separator: no stem overlaps it
+        last = len(word) - 1  # the word's last character is in the name it was found in
+        for at in starts:
+            # A name with two stems is looked at twice here (cheaper than remembering every
+            # name), and once below.
+            at += last
             begin = names.rfind(b" ", 0, at) + 1
-            end = names.find(b" ", at + len(stem))
+            end = names.find(b" ", at)
             if end < 0:
-                end = len(text)
-            if begin in seen:
-                continue
-            seen.add(begin)
-            name_end = end
-            while name_end > begin and text[name_end - 1] == ".":
-                name_end -= 1  # "...the token." ends a sentence
-            name = text[begin:name_end]
+                end = length
+            while text[end - 1] == ".":  # stops at the word, which ends with a letter
+                end -= 1  # "...the token." ends a sentence
+            after = text[end : end + 1]
+            if after == " " or after == "\t":
+                # After blanks: an operator or a quote, or anything for a command-line flag.
+                rest = end + 1
+                while rest < length and text[rest] in " \t":
+                    rest += 1
+                assignable = text[begin] == "-" or (rest < length and text[rest] in _OPERATOR_OR_QUOTE)
+            else:
+                assignable = after in _AFTER_A_NAME  # a closing quote or bracket, an operator
+            if (
+                not assignable
+                and lowered.find(b"=", begin - 4 if begin > 4 else 0, begin) < 0
+                and not (after == ">" and begin > 0 and text[begin - 1] == "<")
+            ):
+                continue  # no value, no reversed comparison ("value" == name), no XML element
+            name = text[begin:end]
             kind = _name_kind(name)
             if kind is not None:  # most names with a stem hold none: "tokens", "passed", "monkeypatch"
-                _assignment_at(text, begin, name_end, name, kind, spans)
+                first = _first_stem(name)
+                if first is not None:
+                    found.append((first, begin, end, name, kind, assignable))
+    if len(found) > 1:
+        found.sort()
+    previous = -1
+    for _first, begin, end, name, kind, assignable in found:
+        if begin != previous:  # a name with two stems comes twice, side by side once sorted
+            _assignment_at(text, begin, end, name, kind, assignable, spans)
+            previous = begin
 
 
-def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans: list[Span]) -> None:
+@lru_cache(maxsize=4096)
+def _first_stem(name: str) -> int | None:
+    """The place in _STEMS of the first stem the name holds, None if it holds none (a name
+    found by an overlapping word: "basic" in "basicookie" hides "cookie"; alone, it holds none)."""
+    low = name.lower()
+    for index, stem in enumerate(_STEM_TEXTS):
+        if stem in low:
+            return index
+    return None
+
+
+def _assignment_at(
+    text: str, begin: int, end: int, name: str, kind: str, assignable: bool, spans: list[Span]
+) -> None:
     """The value given to the secret name ``text[begin:end]``, if any, by any of the forms
-    _ASSIGN_RE, _QUOTED_STATEMENT_RE, _REVERSED_RE and XML elements spell."""
+    _ASSIGN_RE, _QUOTED_STATEMENT_RE, _REVERSED_RE and XML elements spell. ``assignable``:
+    what follows the name can give it a value (a closing quote or bracket; after blanks an
+    operator, a quote or "@", or for a command-line flag anything). Prose ("the token is
+    expired") fails there, before any regex runs."""
     before = text[max(0, begin - 4) : begin].rstrip()
     reversed_value = (
         _REVERSED_RE.search(text, max(0, begin - 200), begin) if before.endswith(("==", "!=")) else None
@@ -469,14 +574,14 @@ def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans:
         if closing > end + 1 and (line_end < 0 or closing < line_end):
             spans.append((end + 1, closing, SECRET))  # <password>value</password>
         return
-    if not _may_assign(text, name, end):
+    if not assignable:
         return
     found = _ASSIGN_RE.match(text, end)
     if found is None or found.group("op") is None:
         found = _QUOTED_STATEMENT_RE.match(text, end) or found
     if found is None:
         return
-    op = found.groupdict().get("op")
+    op = found.group("op") if found.re is _ASSIGN_RE else None
     quoted = found.group("q") is not None
     value = found.group("quoted") if quoted else found.group("bare")
     value_start = found.start("quoted") if quoted else found.start("bare")
@@ -511,20 +616,8 @@ def _assignment_at(text: str, begin: int, end: int, name: str, kind: str, spans:
 
 _CLOSERS: Final = "\\\"'`[]"
 _OPERATOR_OR_QUOTE: Final = ":=!?+\"'`@\\"
-
-
-def _may_assign(text: str, name: str, end: int) -> bool:
-    """Whether what follows a name can give it a value: a closing quote or bracket, or after
-    blanks an operator, a quote or "@", or (a command-line flag) anything after a blank.
-    Prose ("the token is expired") fails here, before any regex runs."""
-    if text[end : end + 1] in _CLOSERS and end < len(text):
-        return True
-    after = end
-    while after < len(text) and text[after] in " \t":
-        after += 1
-    if after > end and name.startswith("-"):
-        return True
-    return after < len(text) and text[after] in _OPERATOR_OR_QUOTE
+# What may come right after a name given a value, blanks aside: a closer, an operator or a quote.
+_AFTER_A_NAME: Final = frozenset(_CLOSERS + _OPERATOR_OR_QUOTE)
 
 
 def _authorization_value(text: str, start: int, quoted_end: int | None, spans: list[Span]) -> None:
@@ -548,11 +641,15 @@ def _authorization_value(text: str, start: int, quoted_end: int | None, spans: l
 
 def _bare_scheme_spans(text: str, words: _Words, spans: list[Span]) -> None:
     """ "Bearer abc123" outside a header; "Basic configuration" is prose and stays."""
+    length = len(text)
     for scheme in _BARE_SCHEMES:
+        after = len(scheme)
         for at in words.get(scheme, ()):
+            if at + after >= length or text[at + after] not in " \t":
+                continue  # "tokens", "token:": no blank before a credential
             before = text[at - 1 : at]
             if not (before and (before.isalnum() or before in "_-")):
-                found = _CRED_AFTER_SCHEME_RE.match(text, at + len(scheme))
+                found = _CRED_AFTER_SCHEME_RE.match(text, at + after)
                 if found and _is_tokenish(found.group("cred")):
                     spans.append((found.start("cred"), found.end("cred"), TOKEN))
 
@@ -587,16 +684,30 @@ _HOME_TRIGGERS: Final = (
 )
 # The words the second and third passes look for in the lowered text: secret-name stems, auth
 # schemes, home folder markers. One Aho-Corasick automaton finds them all in one pass of compiled
-# code (about 2.5 us per KB); a bytes.find per word costs 0.5-1 us per KB each, and there are 23.
+# code; a bytes.find per word costs 0.5-1 us per KB each, and there are 23. It reports matches
+# that do not overlap (leftmost first), which lets it skip ahead on rare bytes: 0.8 us per KB
+# where reporting every match costs 2.5. What that leaves out is made up for below: a home
+# marker may start at the separator another one ends with ("/home/users/"), and a stem hidden
+# by an overlapping match ("_pwd", "basicookie") lies in a name already found (_assignment_spans).
 _BARE_SCHEMES: Final = (b"bearer", b"basic", b"token")
 _WORDS: Final = tuple(dict.fromkeys(_STEMS + _BARE_SCHEMES + _HOME_TRIGGERS))
-_WORD_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_WORDS, implementation=_DFA)
+_WORD_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(
+    _WORDS, implementation=_DFA, matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
+)
+# Words whose last character is a name's: stems, schemes, "documents and settings" (see above).
+_NAME_WORDS: Final = frozenset(word for word in _WORDS if chr(word[-1]) in _NAME_CHARS)
+_ENDS_WITH_SEPARATOR: Final = frozenset(trigger for trigger in _HOME_TRIGGERS if trigger[-1] in b"/\\")
 
 
 def _find_words(lowered: bytes) -> _Words:
     found: _Words = {}
-    for index, start, _end in _WORD_FINDER.find_matches_as_indexes(lowered, overlapping=True):
-        found.setdefault(_WORDS[index], []).append(start)
+    for index, start, end in _WORD_FINDER.find_matches_as_indexes(lowered):
+        word = _WORDS[index]
+        found.setdefault(word, []).append(start)
+        if word in _ENDS_WITH_SEPARATOR:
+            for trigger in _HOME_TRIGGERS:
+                if lowered.startswith(trigger, end - 1):
+                    found.setdefault(trigger, []).append(end - 1)
     return found
 
 
@@ -605,6 +716,7 @@ _IPV4_RE: Final = re.compile(
     r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}(?![\w]|\.\d)"
 )
 _CARD_RE: Final = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-]|\.\d)")
+_CARD_MIN_DIGITS: Final = 13
 _IBAN_RE: Final = re.compile(
     r"(?<![A-Za-z0-9])[A-Z]{2}\d\d(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
 )
@@ -614,6 +726,7 @@ _VERSION_BEFORE_RE: Final = re.compile(r"(?i:version|ver\.?|release|build|rev)[ 
 _IPV6_HINT_RE: Final = re.compile(r":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:)")
 _HEX_COLON: Final = frozenset("0123456789abcdefABCDEF:")
 _KEPT_IPS: Final = ("127.", "0.0.0.0", "255.255.255.255")
+_IPV6_KEPT: Final = frozenset({"::1", "::"})
 
 
 def _home_spans(text: str, places: list[int], trigger: bytes, spans: list[Span]) -> None:
@@ -676,12 +789,11 @@ def _iban(_text: str, found: re.Match[str]) -> bool:
     return is_iban(found.group().replace(" ", ""))
 
 
-def _ipv4_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
+def _ipv4_spans(text: str, numbers: bytes, hints: list[int], spans: list[Span]) -> None:
     """An IPv4 address at each ".0.0." of the number map: its first group is the (at most three)
     digits right before, so the address regex is tried at one place, not over a window."""
     done = 0
-    for hint in _NUMBER_HINTS[0].finditer(numbers):
-        at = hint.start()
+    for at in hints:
         if at < done:
             continue
         begin = at
@@ -694,27 +806,32 @@ def _ipv4_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
                 spans.append((found.start(), found.end(), IP))
 
 
-def _card_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
+def _card_spans(text: str, numbers: bytes, hints: list[tuple[int, int]], spans: list[Span]) -> None:
     """Card numbers around each "0000 0000" of the number map: the number may start a few
-    digits before it (groups of other sizes), so the regex scans a window."""
+    digits before it (groups of other sizes), so the regex scans a window, unless the window
+    holds fewer digits than a card has (dates, version strings, ids of eight digits)."""
     done = 0
-    for hint in _NUMBER_HINTS[1].finditer(numbers):
-        if hint.start() < done:
+    ascii_digits_only = text.isascii()  # \d also matches other scripts' digits, not mapped to "0"
+    for hint_start, hint_end in hints:
+        if hint_start < done:
             continue
-        begin = max(0, hint.start() - 4)
-        for found in _CARD_RE.finditer(text, begin, min(len(text), hint.end() + 40)):
+        begin = max(0, hint_start - 4)
+        stop = min(len(text), hint_end + 40)
+        if ascii_digits_only and numbers.count(b"0", begin, stop) < _CARD_MIN_DIGITS:
+            continue
+        for found in _CARD_RE.finditer(text, begin, stop):
             done = found.end()
             if _card(text, found):
                 spans.append((found.start(), found.end(), CARD))
 
 
-def _iban_spans(text: str, numbers: bytes, spans: list[Span]) -> None:
+def _iban_spans(text: str, hints: list[int], spans: list[Span]) -> None:
     """An IBAN at each "AA00" of the number map, which is where its country code starts."""
     done = 0
-    for hint in _NUMBER_HINTS[2].finditer(numbers):
-        if hint.start() < done:
+    for at in hints:
+        if at < done:
             continue
-        found = _IBAN_RE.match(text, hint.start())
+        found = _IBAN_RE.match(text, at)
         if found:
             done = found.end()
             if _iban(text, found):
@@ -757,6 +874,8 @@ def _ipv6_spans(text: str, spans: list[Span]) -> None:
             continue
         if value.count(":") < 2 or not any(char.isdigit() for char in value):
             continue
+        if value in _IPV6_KEPT:
+            continue  # "::1" and "::", the usual spellings, without building an address
         try:
             address = ipaddress.IPv6Address(value)
         except ValueError:
@@ -789,7 +908,7 @@ def _apply(text: str, spans: list[Span]) -> str:
 # A value shorter than this made of word characters, dots, dashes and spaces can hold no token,
 # card or IBAN; only an IPv4 address or this machine's user or host name.
 _SHORT: Final = 13
-_SHORT_SAFE_RE: Final = re.compile(r"[A-Za-z0-9_. -]*")
+_SHORT_SAFE_CHARS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_. -"
 # Values this short that came out unchanged are remembered: model, tool and event names repeat.
 _CACHED: Final = 64
 _CACHE_LIMIT: Final = 4096
@@ -823,6 +942,18 @@ class Scrubber:
             self._words.append((user_name.lower(), _word_re(user_name), USER))
         for name in _host_spellings(host_name):
             self._words.append((name.lower(), _word_re(name), HOST))
+        # A name that holds one looked for before it (the host "bobs-laptop", the user "bob")
+        # cannot be there when that one is not. ASCII only: lower() may lengthen other text.
+        self._contains_shorter = {
+            word: frozenset(
+                earlier for earlier, _, _ in self._words[:index] if earlier in word and earlier.isascii()
+            )
+            for index, (word, _, _) in enumerate(self._words)
+            if word.isascii()
+        }
+        # The names alone, lower case, for the short-value path (a loop over a tuple of strings
+        # costs a fifth of a generator over the triples).
+        self._names = tuple(word for word, _, _ in self._words)
         self._extra = [
             (rule, re.compile(rule.pattern, re.IGNORECASE if rule.ignore_case else 0)) for rule in extra_rules
         ]
@@ -840,9 +971,14 @@ class Scrubber:
         if text in self._clean_short:
             return text
         length = len(text)
-        if length < _SHORT and text.count(".") < 3 and _SHORT_SAFE_RE.fullmatch(text):
-            lowered = text.lower()
-            scrubbed = self._scrub(text) if any(word in lowered for word, _, _ in self._words) else text
+        if length < _SHORT and not text.strip(_SHORT_SAFE_CHARS) and text.count(".") < 3:
+            scrubbed = text
+            if self._names:
+                lowered = text.lower()
+                for name in self._names:
+                    if name in lowered:
+                        scrubbed = self._scrub(text)
+                        break
         else:
             scrubbed = self._scrub(text)
         if length < _CACHED and scrubbed == text:
@@ -859,8 +995,11 @@ class Scrubber:
         if any(marker in places for marker in _KEY_BLOCK_MARKERS):
             _private_key_spans(text, spans)
         if _URL_MARKER in places:
-            for found in _URL_CREDENTIALS_RE.finditer(text):
-                spans.append((found.start("cred"), found.end("cred"), CREDENTIALS))
+            if b"@" in folded:  # user:password@host: a match starts at a "://" (none holds another)
+                for at in places[_URL_MARKER]:
+                    found = _URL_CREDENTIALS_RE.match(text, at)
+                    if found:
+                        spans.append((found.start("cred"), found.end("cred"), CREDENTIALS))
             for trigger, regex in _URL_RULES:
                 if trigger in places:
                     spans.extend((found.start(), found.end(), SECRET) for found in regex.finditer(text))
@@ -905,14 +1044,19 @@ class Scrubber:
             lowered = text.encode("ascii", "replace").lower()
         spans = []
         unicode_lowered: str | None = None
+        absent: set[str] = set()
         for word, regex, placeholder in self._words:
-            if word.isascii():
+            if word in self._contains_shorter and not absent.isdisjoint(self._contains_shorter[word]):
+                present = False  # "bobs-laptop" when "bob" is not there
+            elif word.isascii():
                 present = word.encode() in lowered
             else:
                 unicode_lowered = unicode_lowered if unicode_lowered is not None else text.lower()
                 present = word in unicode_lowered
             if present:
                 spans.extend((found.start(), found.end(), placeholder) for found in regex.finditer(text))
+            else:
+                absent.add(word)
         text = _apply(text, spans)
 
         for rule, regex in self._extra:

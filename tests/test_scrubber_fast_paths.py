@@ -1,0 +1,107 @@
+"""The scrubber's shortcuts against the cases they could get wrong.
+
+Each pass asks cheap questions first (what follows a name, whether a run has a dot, how many
+digits a card's window holds, whether the user's name is in the text) and skips the rest when
+the answer rules a find out. These cases sit on the edges of those questions: the shortcut must
+leave them to the full rule, which scrubs them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from analytics.privacy.scrubber import Scrubber
+
+BOB = Scrubber(home="/home/bob", user_name="bob", host_name="bobs-laptop.local")
+DISCORD = "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A name with two stems ("cookie", "sig") is found twice and given one placeholder.
+        ("cookie_sig=)", "cookie_sig=<secret>)"),
+        ("cookie_sig=abc123def456", "cookie_sig=<secret>"),
+        # What follows a name decides whether it is looked at: after blanks, an operator...
+        ("the token. password: hunter2", "the token. password: <secret>"),
+        ("invalid password: must contain a digit", "invalid password: must contain a digit"),
+        # ...anything after a command-line flag, an XML element, a reversed comparison.
+        ("--password hunter2", "--password <secret>"),
+        ("<password>hunter2</password>", "<password><secret></password>"),
+        ('if "hunter2" == password:', 'if "<secret>" == password:'),
+        ('Authorization: "abc123" == password', 'Authorization: "<secret>" == password'),
+        # A stem behind "Documents and Settings", which ends with the letters of a name.
+        ("C:\\Documents and Settingsecret=abc123def", "C:\\Documents and Settingsecret=<secret>"),
+    ],
+)
+def test_names_given_a_value_are_found_whatever_surrounds_them(text: str, expected: str) -> None:
+    assert BOB.scrub_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Home markers that share a separator: each is a home folder of its own.
+        ("/home/users/bob/x", "<home><home>/x"),
+        ("open /home/home/alice/x", "open <home>/alice/x"),
+        ("C:\\Users\\home\\bob\\x", "<home><home>\\x"),
+    ],
+)
+def test_home_markers_that_overlap_are_all_found(text: str, expected: str) -> None:
+    assert BOB.scrub_text(text) == expected
+
+
+def test_the_host_name_is_found_only_where_the_users_name_is() -> None:
+    assert BOB.scrub_text("built on bobs-laptop today") == "built on <host> today"
+    assert BOB.scrub_text("built on BOBS-LAPTOP.local") == "built on <host>"
+    assert BOB.scrub_text("built on laptop-7 today") == "built on laptop-7 today"
+
+
+def test_short_values_are_remembered_only_when_clean() -> None:
+    scrubber = Scrubber(home="/home/bob", user_name="bob")
+    for _ in range(2):  # the second time, the cache of clean short values answers
+        assert scrubber.scrub_text("tool_000123") == "tool_000123"
+        assert scrubber.scrub_text("Bob") == "<user>"
+        assert scrubber.scrub_text("10.1.2.3") == "<ip>"
+        assert scrubber.scrub_text("a b") == "a b"
+
+
+def test_a_card_is_found_beside_dates_and_ids_of_eight_digits() -> None:
+    assert BOB.scrub_text("id 20241022 and 12345678") == "id 20241022 and 12345678"
+    assert (
+        BOB.scrub_text("paid 4111 1111 1111 1111 on 2024-03-12 20241022")
+        == "paid <card> on 2024-03-12 20241022"
+    )
+    assert BOB.scrub_text("20241022 4111111111111111") == "20241022 <card>"
+
+
+def test_addresses_next_to_versions_and_loopback() -> None:
+    assert BOB.scrub_text("version 1.2.0.0 at 10.1.2.3") == "version 1.2.0.0 at <ip>"
+    assert BOB.scrub_text("1.2.3.4.5.6 and 1.2.3.4") == "1.2.3.4.5.6 and <ip>"
+    assert (
+        BOB.scrub_text("http://[::1]:8000 and ::1 and 2001:db8::1 and fe80::1ff:fe23:4567:890a")
+        == "http://[::1]:8000 and ::1 and <ip> and <ip>"
+    )
+
+
+def test_long_runs_with_dots_still_meet_the_one_character_heads() -> None:
+    # A Discord token has dots, which make a run a path for the entropy fallback; its format
+    # is still tried at the start of the run, beside paths and module names.
+    text = f"bot {DISCORD} loaded from /srv/app/.venv/lib/python3.11/site-packages/bot/client.py"
+    assert (
+        BOB.scrub_text(text)
+        == "bot <secret> loaded from /srv/app/.venv/lib/python3.11/site-packages/bot/client.py"
+    )
+    assert BOB.scrub_text(f'token="{DISCORD}"') == 'token="<secret>"'
+
+
+def test_random_runs_without_dots_are_still_caught_and_ids_are_not() -> None:
+    assert BOB.scrub_text("got 9fQ2xLp7Rt4Wm8Zk3Hv6Nb1Yc5Jd0Ga in reply") == "got <secret> in reply"
+    assert (
+        BOB.scrub_text("got req_011CTGzAsTV2Qb3hZ8cJvKdN in reply")
+        == "got req_011CTGzAsTV2Qb3hZ8cJvKdN in reply"
+    )
+    assert (
+        BOB.scrub_text("sha 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b")
+        == "sha 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
+    )
