@@ -215,11 +215,16 @@ def memory_and_disk_ours(url: str, count: str) -> dict[str, Any]:
     status = telemetry.status()
     rss_mb = _rss_mb()
     telemetry.shutdown(timeout=0)
-    return {
-        "queued": status.queue_depth,
-        "rss_mb": rss_mb,
-        "bytes_per_event": status.queue_bytes / status.queue_depth,
-    }
+    # What the events take on disk wherever they are: in the queue's files, or still in the
+    # journal's segments (not all moved yet when the producer has just stopped).
+    state = telemetry.config.resolved_state_dir
+    on_disk = sum(
+        path.stat().st_size
+        for folder in ("queue", "journal")
+        for path in (state / folder).glob("*")
+        if path.is_file()
+    )
+    return {"queued": status.queue_depth, "rss_mb": rss_mb, "bytes_per_event": on_disk / status.queue_depth}
 
 
 def curve_ours(url: str, queued: str, bound: str = "none") -> dict[str, Any]:
