@@ -254,14 +254,16 @@ class Analytics:
                 runtime = self._build_runtime()
                 self._begin_session(runtime)
                 self._runtime = runtime
-        if not self._still_starting():
-            return
-        with guard("start: uploader"):
+        # Each check and its step under the lock, which shutdown() and an opt-out take to stop
+        # the session: one that ran between the two would find an uploader made but not started
+        # (and started after it had stopped it), or Sentry set up after it had closed it.
+        with guard("start: uploader"), self._lock:
+            if not self._still_starting():
+                return
             self._ensure_uploader().start()
-        if not self._still_starting():
-            return
-        with guard("start: errors"):
-            self._ensure_errors()
+        with guard("start: errors"), self._lock:
+            if self._still_starting():
+                self._ensure_errors()
 
     def _begin_session(self, runtime: _Runtime) -> None:
         with guard("start: crashed sessions"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import mmap
 import os
 import platform
 import threading
@@ -113,10 +112,10 @@ class SessionMarker:
 
     The file is locked while its session lives, and the OS drops the lock when the process dies
     however it dies; so at start, a marker we can lock belongs to a session that crashed. It is
-    rewritten in place on each counted event through a shared memory map of the file: a copy into
-    the page cache, which outlives a killed process, with no system call (a ``pwrite`` cost about
-    as much as the rest of an emit on ext4, which updates the file's times on every write). Where a
-    map cannot be made, ``pwrite`` it is.
+    rewritten in place on each counted event with one ``pwrite`` (into the page cache, which
+    outlives a killed process). Not through a shared memory map, though it would save the system
+    call: a write into a map faults (SIGBUS, the end of the host app) once the file under it is
+    cut short by another program, or when a copy-on-write file system (btrfs, APFS) is full.
     """
 
     def __init__(self, folder: Path, session_id: str, started_at: float) -> None:
@@ -134,7 +133,6 @@ class SessionMarker:
             os.close(fd)
             raise OSError(f"session marker {self.path.name} is held by another process")
         self._fd = fd
-        self._map = _map_marker(fd)
 
     def write(self, counters: SessionCounters, now: float) -> None:
         self._writing += 1
@@ -161,10 +159,7 @@ class SessionMarker:
         # Padded to a fixed size, so a shorter write never leaves a tail of the previous one. A
         # full disk costs the crash report its latest counters, never the event being counted.
         if len(data) > MARKER_BYTES:
-            return  # never: the values are bounded numbers, but a map cannot grow
-        if self._map is not None:
-            self._map[:] = data.ljust(MARKER_BYTES)
-            return
+            return  # never: the values are bounded numbers
         with contextlib.suppress(OSError):
             if hasattr(os, "pwrite"):
                 os.pwrite(fd, data.ljust(MARKER_BYTES), 0)
@@ -176,15 +171,9 @@ class SessionMarker:
         """In a forked child: let go of the inherited descriptor without touching the lock, which
         the parent still holds through its own copy (an unlock here would release it)."""
         fd, self._fd = self._fd, None
-        self._unmap()
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-    def _unmap(self) -> None:
-        marker_map, self._map = self._map, None
-        if marker_map is not None:
-            marker_map.close()
 
     def close(self) -> None:
         """The session ended normally: release and remove the marker."""
@@ -194,7 +183,6 @@ class SessionMarker:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
-        self._unmap()
         with contextlib.suppress(OSError):
             self.path.unlink()
         unlock(fd)
@@ -202,18 +190,6 @@ class SessionMarker:
 
 
 MARKER_BYTES = 512
-
-
-def _map_marker(fd: int) -> mmap.mmap | None:
-    """A shared map of the marker, its bytes written first (a map over a hole can fault the
-    process on a full disk; over written bytes it cannot)."""
-    try:
-        if os.fstat(fd).st_size != MARKER_BYTES:
-            os.ftruncate(fd, 0)
-            os.write(fd, b" " * MARKER_BYTES)
-        return mmap.mmap(fd, MARKER_BYTES)
-    except (OSError, ValueError):
-        return None
 
 
 def collect_crashed_sessions(folder: Path) -> list[EndedSession]:

@@ -727,3 +727,36 @@ def test_status_and_doctor_report_a_damaged_queue_as_a_problem(state_dir: Path) 
     assert checks["queue"]["status"] == "fail"
     assert "damaged" in checks["queue"]["detail"]
     assert doctor.returncode == 1
+
+
+def test_a_session_marker_cut_short_by_someone_else_never_kills_the_app(tmp_path: Path) -> None:
+    """Another program truncates the running session's marker (``open(path, "w")``, a cleanup
+    tool). A write through a shared map of it would then fault (SIGBUS) and kill the host app;
+    the app must go on, and the crash report must still carry the session's counters."""
+    state = tmp_path / "state"
+    result = run_elsewhere(
+        f"""
+        import glob, os, signal
+        from analytics import Analytics, TelemetryConfig
+        telemetry = Analytics(TelemetryConfig.from_env({{"TELEMETRY_DIR": {str(state)!r}}}))
+        telemetry.start()
+        telemetry.flush(timeout=5)  # start()'s thread has made the marker
+        with telemetry.tool_call("before"):
+            pass
+        [marker] = glob.glob(os.path.join({str(state)!r}, "sessions", "*.json"))
+        os.truncate(marker, 0)
+        with telemetry.tool_call("after"):
+            pass
+        print("survived", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    assert result.stdout.strip() == "survived", (result.returncode, result.stderr[-2000:])
+    assert result.returncode == -9
+    later = Analytics(TelemetryConfig.from_env({"TELEMETRY_DIR": str(state)}))
+    later.start()
+    assert later.flush(timeout=10)
+    later.shutdown()
+    ended = [m for m in archived_messages(state) if m["event"] == "session_ended"]
+    assert [m["properties"]["end_reason"] for m in ended] == ["crash", "shutdown"], ended
+    assert ended[0]["properties"]["tool_calls"] == 2

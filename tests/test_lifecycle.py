@@ -81,6 +81,24 @@ def test_opting_out_right_after_start_leaves_nothing_behind(
     assert sorted(p.name for p in state_dir.iterdir()) == ["opted-out"]
 
 
+def test_a_shutdown_that_gives_up_on_start_s_thread_leaves_no_uploader_running(tmp_path: Path) -> None:
+    # shutdown(timeout=0) right after start(): start()'s thread may be between making the uploader
+    # and starting it. The shutdown must not trip over an uploader not started yet, nor leave one
+    # running that the thread starts after it (it would read and deliver from a closed queue).
+    before = set(threading.enumerate())
+
+    def uploaders_running() -> list[threading.Thread]:
+        return [t for t in set(threading.enumerate()) - before if t.name == "analytics-uploader"]
+
+    for attempt in range(25):  # the race is hit at some delays and not others: walk across them
+        state = tmp_path / f"state-{attempt}"
+        telemetry = Analytics(TelemetryConfig.from_env({}, state_dir=state))
+        telemetry.start()
+        time.sleep(attempt * 0.0002)
+        telemetry.shutdown(timeout=0)
+        assert wait_until(lambda: not uploaders_running(), timeout=5), (attempt, uploaders_running())
+
+
 def test_set_enabled_false_purges_and_stays_off(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
     telemetry = make_telemetry()
     telemetry.start()
