@@ -235,10 +235,11 @@ class Analytics:
             self._finish_start()  # asked for: Sentry (and so the rest) set up before start() returns
             return
         with guard("start"):
-            starter = threading.Thread(target=self._finish_start, name="analytics-start", daemon=True)
-            self._starter = starter
             _wait_for_start_before_fork(self)
-            starter.start()
+            starter = threading.Thread(target=self._finish_start, name="analytics-start", daemon=True)
+            with self._lock:  # a waiter sees no thread, or a started one
+                self._starter = starter
+                starter.start()
 
     def _finish_start(self) -> None:
         # Each step on its own: a damaged marker must not cost the session, nor a failed Sentry
@@ -285,7 +286,12 @@ class Analytics:
 
     def _wait_started(self, timeout: float = START_WAIT_SECONDS) -> None:
         """Wait (at most ``timeout``) for start()'s thread, unless this is that thread."""
+        # Under the lock start() holds while it sets and starts the thread (a waiter then sees
+        # none, or a started one); not for longer than the wait itself.
+        locked = self._lock.acquire(timeout=timeout)
         starter = self._starter
+        if locked:
+            self._lock.release()
         if starter is not None and starter is not threading.current_thread() and starter.ident is not None:
             starter.join(timeout)
 

@@ -126,8 +126,8 @@ def test_registration_refuses_reserved_or_taken_names() -> None:
 def test_identify_then_reset(state_dir: Path, capture: CaptureServer) -> None:
     telemetry = make(state_dir, capture)
     telemetry.start()
+    assert telemetry.user_id is None  # (asking waits for start()'s thread, which makes the folder)
     install_id = load_or_create_identity(state_dir).install_id
-    assert telemetry.user_id is None
     telemetry.emit(FileOpened(path="/tmp/a", size_bytes=1))
     telemetry.identify("user-42", {"plan": "pro", "contact": "jane@example.com"})
     assert telemetry.user_id == "user-42"

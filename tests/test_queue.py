@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,31 @@ def test_event_bound_drops_the_oldest_and_counts_them(make_telemetry: MakeTeleme
     # Bounds are kept in the background, where the journal moves into the queue: not on emit().
     assert wait_until(lambda: tool_numbers(state_dir) == list(range(15, 25)))
     assert telemetry.status().drops["queue_full"] == 15
+
+
+def test_drops_counted_from_several_threads_at_once_are_counted_once_each(tmp_path: Path) -> None:
+    # Two writers of the pending counts used to take the same snapshot and both add it: a
+    # bound's drops came out doubled under load (queue_full == 30 for 15 dropped).
+    from analytics.queue.meta import MetaStore
+
+    meta = MetaStore(tmp_path / "meta")
+    go = threading.Barrier(4)
+
+    def count() -> None:
+        go.wait()
+        for _ in range(300):
+            meta.count_drop("queue_full")
+
+    threads = [threading.Thread(target=count) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert meta.drops()["queue_full"] == 1200
+    meta.close()
+    again = MetaStore(tmp_path / "meta")
+    assert again.drops()["queue_full"] == 1200  # and all of them reached the disk
+    again.close()
 
 
 def test_age_bound_drops_events_older_than_the_limit(make_telemetry: MakeTelemetry, state_dir: Path) -> None:

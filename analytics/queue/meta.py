@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
 import diskcache
 
-from analytics.forksafe import sqlite_section
+from analytics.forksafe import after_fork_in_child, sqlite_section
 from analytics.queue.bounded_open import OPEN_WAIT_SECONDS, BoundedOpen
 from analytics.queue.disk import DB_NAME, STORE_ERRORS
 from analytics.state import make_private_dir, precreate_private_file
@@ -43,12 +44,21 @@ DROP_REASONS: Final = (
 LOCK_WAIT_SECONDS: Final = 0.01
 
 
+# How long close() waits for another thread writing the counts, so that its own are written too.
+CLOSE_WRITE_WAIT_SECONDS: Final = 1.0
+
+
 class MetaStore:
     """Counters and small facts, persisted when possible."""
 
     def __init__(self, directory: Path | None, *, open_budget: float = OPEN_WAIT_SECONDS) -> None:
         self._open_budget = open_budget
         self._pending: Counter[str] = Counter()
+        # One writer of the pending counts at a time: two that both took the same snapshot would
+        # both add it (a drop counted twice). A caller that finds another at it leaves its counts
+        # pending for the next write (a signal handler must not wait for its own thread).
+        self._writing = threading.Lock()
+        after_fork_in_child(self, MetaStore._after_fork)
         self._facts: dict[str, Any] = {}
         self._unwritten_facts: dict[str, Any] = {}
         self._opening: BoundedOpen[Any] | None = None
@@ -88,7 +98,19 @@ class MetaStore:
         self._pending[reason] += count
         self._write_pending()
 
-    def _write_pending(self) -> None:
+    def _after_fork(self) -> None:
+        self._writing = threading.Lock()  # a thread of the parent's may have held it
+
+    def _write_pending(self, wait: float = 0.0) -> None:
+        taken = self._writing.acquire(timeout=wait) if wait else self._writing.acquire(blocking=False)
+        if not taken:
+            return
+        try:
+            self._write_pending_now()
+        finally:
+            self._writing.release()
+
+    def _write_pending_now(self) -> None:
         cache = self._store()
         if cache is None:
             return
@@ -158,7 +180,7 @@ class MetaStore:
     def close(self) -> None:
         if self._opening is not None and (self._pending or self._unwritten_facts):
             self._opening.wait(0.5)  # counts still waiting for the store: give it a moment
-        self._write_pending()
+        self._write_pending(wait=CLOSE_WRITE_WAIT_SECONDS)  # another writer may be at it: wait
         cache, self._cache, self._opening = self._store(), None, None
         if cache is not None:
             with contextlib.suppress(*STORE_ERRORS), sqlite_section:
