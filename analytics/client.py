@@ -113,6 +113,9 @@ class Analytics:
         self._session = Session()
         self._started = False
         self._starter: threading.Thread | None = None  # start()'s work, on a thread of its own
+        # Set once start()'s thread has queued SessionStart (or given up): until then the app's
+        # first emit waits for it, so that its events come after SessionStart in the queue too.
+        self._session_begun = threading.Event()
         self._logged_refusals: set[tuple[str, str]] = set()
         self._committer: GroupCommitter[tuple[ev.DomainEvent, float]] | None = None
         self._pid = os.getpid()
@@ -238,10 +241,18 @@ class Analytics:
             _wait_for_start_before_fork(self)
             starter = threading.Thread(target=self._finish_start, name="analytics-start", daemon=True)
             with self._lock:  # a waiter sees no thread, or a started one
+                self._session_begun.clear()
                 self._starter = starter
                 starter.start()
 
     def _finish_start(self) -> None:
+        try:
+            self._start_session()
+        finally:
+            self._session_begun.set()
+        self._start_delivery()
+
+    def _start_session(self) -> None:
         # Each step on its own: a damaged marker must not cost the session, nor a failed Sentry
         # set-up the uploader. shutdown() or an opt-out meanwhile waits for this thread.
         with guard("start"), self._lock:
@@ -251,10 +262,12 @@ class Analytics:
                 self._begin_session(self._runtime)
             else:
                 # Made and its session begun before anyone else can use it (an emit meanwhile
-                # waits on the lock): the app's first events come after SessionStart.
+                # waits for _session_begun): the app's first events come after SessionStart.
                 runtime = self._build_runtime()
                 self._begin_session(runtime)
                 self._runtime = runtime
+
+    def _start_delivery(self) -> None:
         # Each check and its step under the lock, which shutdown() and an opt-out take to stop
         # the session: one that ran between the two would find an uploader made but not started
         # (and started after it had stopped it), or Sentry set up after it had closed it.
@@ -696,6 +709,9 @@ class Analytics:
 
     def _ensure_runtime(self) -> _Runtime:
 
+        starter = self._starter
+        if starter is not None and starter is not threading.current_thread():
+            self._session_begun.wait(START_WAIT_SECONDS)  # start() just returned: SessionStart first
         with self._lock:
             if self._runtime is None:
                 self._runtime = self._build_runtime()

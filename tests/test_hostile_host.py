@@ -253,7 +253,7 @@ SHUTDOWN_WHILE_EMITTING_APP = """
         time.sleep(0.01)
         stop.set()
         thread.join()
-        telemetry.shutdown(2)   # the emits after the first shutdown opened the queue again
+        telemetry.shutdown(0)   # the emits after the first shutdown opened the queue again: close it
         # The session's own events may still be queued too (a shutdown that spent its time waiting
         # for start()'s thread delivers nothing): the tool calls are counted by name, and status()
         # must count every queued message.
