@@ -787,10 +787,11 @@ class Analytics:
         from analytics.delivery.uploader import Uploader
         from analytics.queue.dead_letters import DeadLetterStore
 
+        # Before the lock: the runtime may wait for start()'s thread, which needs that lock.
+        runtime = self._runtime or self._ensure_runtime()
         with self._lock:
             if self._uploader is not None:
                 return self._uploader
-            runtime = self._runtime or self._ensure_runtime()
             state = runtime.state
             sink, unavailable = (
                 (self._sink_override, None)
@@ -816,10 +817,11 @@ class Analytics:
         from analytics.errors.reporting import ErrorReporter
         from analytics.errors.sentry import SentryBridge
 
+        # Before the lock: the runtime may wait for start()'s thread, which needs that lock.
+        runtime = self._runtime or self._ensure_runtime()
         with self._lock:
             if self._errors is not None:
                 return self._errors
-            runtime = self._runtime or self._ensure_runtime()
             dsn = self.config.sentry_dsn.get_secret_value() if self.config.sentry_dsn else None
             bridge = SentryBridge(runtime.context.scrubber, dsn)
             bridge.start(
