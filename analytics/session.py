@@ -158,8 +158,6 @@ class SessionMarker:
         ).encode()
         # Padded to a fixed size, so a shorter write never leaves a tail of the previous one. A
         # full disk costs the crash report its latest counters, never the event being counted.
-        if len(data) > MARKER_BYTES:
-            return  # never: the values are bounded numbers
         with contextlib.suppress(OSError):
             if hasattr(os, "pwrite"):
                 os.pwrite(fd, data.ljust(MARKER_BYTES), 0)
