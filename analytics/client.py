@@ -455,6 +455,10 @@ class Analytics:
                         logger.warning("telemetry opt-out not recorded in the state folder: %s", exc)
                 return
             with self._lock:
+                if self._enabled:
+                    # Already on: a new Session would orphan the running one (its counts, its
+                    # marker, which the next run would then report as a crash).
+                    return
                 state.clear_opt_out()
                 self._disabled_reason = self.config.disabled_reason
                 self._enabled = self._disabled_reason is None

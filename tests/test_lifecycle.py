@@ -137,3 +137,22 @@ def test_set_enabled_true_does_not_override_the_environment(state_dir: Path) -> 
     assert not telemetry.enabled
     assert telemetry.disabled_reason == "DO_NOT_TRACK=1"
     assert not state_dir.exists()
+
+
+def test_set_enabled_true_while_on_keeps_the_running_session(state_dir: Path) -> None:
+    # A settings page that saves "on" again (or an app that calls set_enabled(True) at launch,
+    # after start()) must not swap the session: the running one would lose its counts and its
+    # marker, and the next run would report it as crashed although it was shut down.
+    telemetry = Analytics(TelemetryConfig.from_env({}, state_dir=state_dir))
+    telemetry.start()
+    telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
+    telemetry.set_enabled(True)
+    telemetry.shutdown()
+    assert not list((state_dir / "sessions").iterdir())  # the marker went with the shutdown
+
+    next_run = Analytics(TelemetryConfig.from_env({}, state_dir=state_dir))
+    next_run.start()
+    next_run.shutdown()
+    ended = [m for m in archived_messages(state_dir) if m["event"] == "session_ended"]
+    first = [m["properties"] for m in ended if m["properties"]["$session_id"] == telemetry.session_id]
+    assert [(p["end_reason"], p["tool_calls"]) for p in first] == [("shutdown", 1)]
