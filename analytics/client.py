@@ -258,6 +258,7 @@ class Analytics:
         with guard("start"), self._lock:
             if not self._still_starting():
                 return
+            self._session.began = True
             if self._runtime is not None:  # the app emitted before start()
                 self._begin_session(self._runtime)
             else:
@@ -395,10 +396,12 @@ class Analytics:
             timeout = max(0.0, timeout - (time.monotonic() - started_by))
             if self._committer is not None:
                 self._committer.stop()  # what was handed over is written before SessionEnd
-            with self._lock:
+            with self._lock:  # start()'s thread begins the session under it, or never will
                 started, self._started = self._started, False
+                began = self._session.began
             if started and os.getpid() == self._pid:
-                self._append(self._session.end_event("shutdown", self._clock()))
+                if began:
+                    self._append(self._session.end_event("shutdown", self._clock()))
                 self._close_marker()
                 atexit.unregister(self._at_exit)
             if self._hooks is not None:

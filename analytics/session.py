@@ -58,6 +58,9 @@ class Session:
     # Set by start() from the app's clock: the duration is then measured on the same clock as the
     # events' timestamps (a demo's simulated clock, a test's), not the process's monotonic one.
     started_at: float | None = None
+    # Set once start()'s thread begins it (SessionStart): a shutdown that stopped that thread
+    # before then has no session to end, and must not send a SessionEnd without its start.
+    began: bool = False
     counters: SessionCounters = field(default_factory=SessionCounters)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     marker: SessionMarker | None = field(default=None, repr=False)

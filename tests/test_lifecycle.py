@@ -156,3 +156,17 @@ def test_set_enabled_true_while_on_keeps_the_running_session(state_dir: Path) ->
     ended = [m for m in archived_messages(state_dir) if m["event"] == "session_ended"]
     first = [m["properties"] for m in ended if m["properties"]["$session_id"] == telemetry.session_id]
     assert [(p["end_reason"], p["tool_calls"]) for p in first] == [("shutdown", 1)]
+
+
+def test_a_shutdown_before_start_s_thread_began_the_session_does_not_end_it(tmp_path: Path) -> None:
+    # shutdown(timeout=0) right after start() can stop start()'s thread before it queues
+    # SessionStart; a SessionEnd for that session would then arrive without its start.
+    for attempt in range(8):
+        state = tmp_path / f"state-{attempt}"
+        telemetry = Analytics(TelemetryConfig.from_env({}, state_dir=state))
+        telemetry.start()
+        telemetry.shutdown(timeout=0)
+        # The uploader, stopped at once, may have archived a message it had no time to remove.
+        found = {(m["uuid"], m["event"]) for m in archived_messages(state) + queued_messages(state)}
+        names = sorted(name for _uuid, name in found)
+        assert names.count("session_ended") == names.count("session_started") <= 1, (attempt, names)
