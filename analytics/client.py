@@ -1,6 +1,6 @@
 """Analytics: the facade the app holds. Thin on purpose: it wires the pipeline and guards it.
 
-    domain event -> parse_event -> to_posthog_message (privacy) -> OfflineQueue.put
+    domain event -> parse_event -> to_stored_message (privacy) -> OfflineQueue.put
 
 Every public method is wrapped by the never-raise guard; only strict mode lets validation errors
 through. Nothing is opened, written or started until the first use, and never while disabled.
@@ -70,7 +70,8 @@ class _Runtime:
     identity: InstallIdentity
     queue: OfflineQueue
     context: MappingContext
-    # The mapping's entry point and its refusal, loaded with the runtime rather than at import.
+    # The mapping's entry point (the queue's stored form) and its refusal, loaded with the
+    # runtime rather than at import.
     to_message: Callable[..., bytes]
     refused: type[EventRefused]
     proposals: ProposalClock | None
@@ -767,7 +768,7 @@ class Analytics:
                 identity,
                 queue,
                 context,
-                mapping.to_posthog_message,
+                mapping.to_stored_message,
                 mapping.EventRefused,
                 _proposal_clock(state, config),
             )

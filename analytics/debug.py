@@ -1,10 +1,11 @@
 """Debug mode (``TELEMETRY_DEBUG=1``): every message is written to stderr as it is queued.
 
-The line is the queued record itself, byte for byte, then a newline: exactly what will leave the
-machine (the uploader sends these bytes inside PostHog's ``/batch/`` envelope). Debug mode still
-queues and sends: what a developer sees is what PostHog gets, and turning debugging on never
-changes what arrives. (Next.js's ``NEXT_TELEMETRY_DEBUG`` prints instead of sending; to look
-without sending here, leave ``TELEMETRY_ENDPOINT`` unset: messages then go to the local archive.)
+The line is the queued message itself, byte for byte (read back from the queue's stored form),
+then a newline: exactly what will leave the machine (the uploader sends these bytes inside
+PostHog's ``/batch/`` envelope). Debug mode still queues and sends: what a developer sees is what
+PostHog gets, and turning debugging on never changes what arrives. (Next.js's
+``NEXT_TELEMETRY_DEBUG`` prints instead of sending; to look without sending here, leave
+``TELEMETRY_ENDPOINT`` unset: messages then go to the local archive.)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import threading
 
 from analytics.queue import OfflineQueue
+from analytics.queue.shorthand import unpack
 
 _write_lock = threading.Lock()
 
@@ -23,10 +25,10 @@ def echo(record: bytes) -> None:
     stream = getattr(sys.stderr, "buffer", None)
     with _write_lock, contextlib.suppress(OSError, ValueError, AttributeError):
         if stream is not None:
-            stream.write(record + b"\n")
+            stream.write(unpack(record) + b"\n")
             stream.flush()
         else:  # a stderr replaced by a text-only stream (an IDE, pytest's capture)
-            sys.stderr.write(record.decode("utf-8", "replace") + "\n")
+            sys.stderr.write(unpack(record).decode("utf-8", "replace") + "\n")
             sys.stderr.flush()
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final
 
@@ -29,10 +29,13 @@ from analytics import events as ev
 from analytics._version import __version__
 from analytics.app_events import AppEvent, Privacy, content_fields, privacy_rules
 from analytics.ids import uuid4, uuid7
-from analytics.privacy.caps import TRUNCATION_MARK, Cleaner, GeneratedId, fit_to_budget
+from analytics.privacy.caps import TRUNCATION_MARK, Cleaner, GeneratedId, encode, fit_to_budget
 from analytics.privacy.scrubber import Scrubber
+from analytics.queue.shorthand import STORED_PREFIX, pack, shorten
 
 LIB_NAME: Final = "analytics-telemetry"
+# Envelopes kept per context: the running session's, and a few crashed sessions' ends at start.
+_ENVELOPES_KEPT: Final = 8
 DEFAULT_ENVIRONMENT: Final = "production"
 _LLM_EVENTS: Final = frozenset({"$ai_generation", "$ai_span", "$ai_trace"})
 # A tuple, not a union: isinstance() with `A | B` builds the union on every call.
@@ -75,6 +78,17 @@ class MappingContext:
     person_profiles: bool = False
     # Keyed hash of an exact value (app events' ``Hashed`` fields); paths use ``hash_path``.
     hash_value: Callable[[str], str] | None = None
+    # Each session's Envelope, made at its first event (a crashed session's end has its own). Not
+    # an init field: a context replaced with another distinct id or level starts with none.
+    envelopes: dict[str, Envelope] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def envelope(self, session_id: str) -> Envelope:
+        found = self.envelopes.get(session_id)
+        if found is None:
+            if len(self.envelopes) >= _ENVELOPES_KEPT:
+                self.envelopes.clear()
+            found = self.envelopes[session_id] = Envelope(self, session_id)
+        return found
 
 
 class EventRefused(Exception):
@@ -92,6 +106,52 @@ def to_posthog_message(
 
     Raises :class:`EventRefused` when it cannot be sent (full content off, or too large).
     """
+    return _message(event, context, at, session_id, stored=False)
+
+
+def to_stored_message(
+    event: ev.DomainEvent, context: MappingContext, *, at: float, session_id: str | None = None
+) -> bytes:
+    """The same message in the queue's stored form (:mod:`analytics.queue.shorthand`): what
+    ``emit()`` journals. Built from the session's :class:`Envelope`, never by scanning the message."""
+    return _message(event, context, at, session_id, stored=True)
+
+
+def _message(
+    event: ev.DomainEvent, context: MappingContext, at: float, session_id: str | None, *, stored: bool
+) -> bytes:
+    session = session_id or context.session_id
+    properties, truncated = _sent_properties(event, context, session)
+    llm = event.posthog_event in _LLM_EVENTS
+    uuid, timestamp = uuid7(int(at * 1000)), iso_timestamp(at)
+    if not truncated and properties and _ENVELOPE_KEYS.isdisjoint(properties):
+        data = context.envelope(session).wrap(event.posthog_event, uuid, timestamp, properties, llm, stored)
+        if data is not None:
+            return data
+    # The general path: a truncated event (its note goes last), a property named like one of the
+    # envelope's, or one over the size budget, which fit_to_budget cuts.
+    if llm:
+        properties.update(_LIB_PROPERTIES)
+    message: dict[str, Any] = {
+        "event": event.posthog_event,
+        "distinct_id": context.distinct_id,
+        "uuid": uuid,
+        "timestamp": timestamp,
+        "properties": with_common(properties, context, session),
+    }
+    if truncated:
+        properties["truncated_properties"] = sorted(truncated)
+    data = fit_to_budget(message, context.max_event_bytes, truncated)
+    if data is None:
+        raise EventRefused("oversize", f"{event.event_name()} is larger than {context.max_event_bytes} bytes")
+    return pack(data) if stored else data
+
+
+def _sent_properties(
+    event: ev.DomainEvent, context: MappingContext, session: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The event's own properties as they will be sent (scrubbed, capped), and the names of those
+    that were cut."""
     properties = properties_of(event, context)
     exception_list = properties.pop("$exception_list", None)
     cleaner = Cleaner(context.scrubber, context.max_value_chars, context.max_content_chars)
@@ -109,28 +169,67 @@ def to_posthog_message(
         properties["$exception_list"] = entries
         if cut:
             cleaner.truncated.append("$exception_list")
-    session = session_id or context.session_id
-    if event.posthog_event in _LLM_EVENTS:
-        # Ours, not free text: added after the cleaner, which would scrub them on every emit().
-        properties["$ai_lib"] = LIB_NAME
-        properties["$ai_lib_version"] = __version__
     if _heads_a_trace(event):
         # LLM analytics' Sessions tab: a trace belongs to the app session it ran in. PostHog takes a
         # trace's session from any of its events, so one per trace is enough.
         properties["$ai_session_id"] = session
-    message: dict[str, Any] = {
-        "event": event.posthog_event,
-        "distinct_id": context.distinct_id,
-        "uuid": uuid7(int(at * 1000)),
-        "timestamp": iso_timestamp(at),
-        "properties": with_common(properties, context, session),
-    }
-    if cleaner.truncated:
-        properties["truncated_properties"] = sorted(cleaner.truncated)
-    data = fit_to_budget(message, context.max_event_bytes, cleaner.truncated)
-    if data is None:
-        raise EventRefused("oversize", f"{event.event_name()} is larger than {context.max_event_bytes} bytes")
-    return data
+    return properties, cleaner.truncated
+
+
+class Envelope:
+    """The bytes of a message around its event's own properties, for one context and session.
+
+    Everything in a message but the event's properties, uuid and timestamp is the same for every
+    event of a session: the envelope's keys, the event name, the distinct id, the common
+    properties. They are encoded once, in the plain form and in the queue's stored form, so that
+    an emit encodes only its properties and joins a few byte strings. The result is byte for byte
+    what encoding the whole message gives (tests hold the two paths to each other).
+    """
+
+    def __init__(self, context: MappingContext, session_id: str) -> None:
+        self._distinct_id = encode(context.distinct_id)
+        self._max_bytes = context.max_event_bytes
+        common = encode(with_common({}, context, session_id))[1:]  # '"$session_id":...}' (no brace)
+        self._tails: dict[bool, tuple[bytes, bytes]] = {}
+        for llm in (False, True):
+            lib = encode(_LIB_PROPERTIES)[1:-1] + b"," if llm else b""
+            tail = b"," + lib + common + b"}"
+            self._tails[llm] = (tail, shorten(tail))
+        self._heads: dict[str, tuple[bytes, bytes]] = {}
+
+    def _head(self, name: str) -> tuple[bytes, bytes]:
+        raw = b'{"event":' + encode(name) + b',"distinct_id":' + self._distinct_id + b',"uuid":"'
+        self._heads[name] = head = (raw, STORED_PREFIX + shorten(raw))
+        return head
+
+    def wrap(
+        self, name: str, uuid: str, timestamp: str, properties: dict[str, Any], llm: bool, stored: bool
+    ) -> bytes | None:
+        """The message, or None when it is over the size budget (the caller cuts it to fit)."""
+        inner = encode(properties)[1:-1]
+        head_raw, head_stored = self._heads.get(name) or self._head(name)
+        tail_raw, tail_stored = self._tails[llm]
+        size = len(head_raw) + len(inner) + len(tail_raw) + len(uuid) + len(timestamp) + _KEYS_SIZE
+        if size > self._max_bytes:
+            return None
+        if stored:
+            middle = (_TIMESTAMP_STORED, timestamp.encode(), _PROPERTIES_STORED, inner, tail_stored)
+            return b"".join((head_stored, uuid.encode(), *middle))
+        middle = (_TIMESTAMP_KEY, timestamp.encode(), _PROPERTIES_KEY, inner, tail_raw)
+        return b"".join((head_raw, uuid.encode(), *middle))
+
+
+_LIB_PROPERTIES: Final = {"$ai_lib": LIB_NAME, "$ai_lib_version": __version__}
+# Properties the envelope writes: an event's own property of one of these names takes the general path.
+_ENVELOPE_KEYS: Final = frozenset(
+    {*_LIB_PROPERTIES, "$process_person_profile", "$session_id", "app_version", "environment"}
+    | {"schema_version", "$lib", "$lib_version", "$geoip_disable", "truncated_properties"}
+)
+_TIMESTAMP_KEY: Final = b'","timestamp":"'
+_PROPERTIES_KEY: Final = b'","properties":{'
+_TIMESTAMP_STORED: Final = shorten(_TIMESTAMP_KEY)
+_PROPERTIES_STORED: Final = shorten(_PROPERTIES_KEY)
+_KEYS_SIZE: Final = len(_TIMESTAMP_KEY) + len(_PROPERTIES_KEY)
 
 
 def _heads_a_trace(event: ev.DomainEvent) -> bool:
@@ -141,8 +240,19 @@ def _heads_a_trace(event: ev.DomainEvent) -> bool:
 
 
 def iso_timestamp(at: float) -> str:
-    """RFC 3339, UTC, milliseconds (the precision of the uuid7 beside it): 2026-03-14T15:09:26.535Z."""
-    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339, UTC, milliseconds (the uuid7 beside it holds the same millisecond, ``int(at *
+    1000)``): 2026-03-14T15:09:26.535Z. The part up to the second is formatted once per second."""
+    global _second_formatted
+    seconds, millis = divmod(int(at * 1000), 1000)
+    formatted, prefix = _second_formatted
+    if seconds != formatted:
+        prefix = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second_formatted = (seconds, prefix)  # one tuple: a thread never reads half of it
+    return f"{prefix}{millis:03d}Z"
+
+
+# The last second iso_timestamp formatted, and its text.
+_second_formatted: tuple[int | None, str] = (None, "")
 
 
 def with_common(properties: dict[str, Any], context: MappingContext, session_id: str) -> dict[str, Any]:

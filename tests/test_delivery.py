@@ -371,6 +371,9 @@ def test_a_forked_child_does_not_inherit_a_running_uploader(
 def test_retry_policy_backs_off_exponentially_to_its_cap() -> None:
     policy = RetryPolicy(base=1, cap=10, jitter=False)
     assert [policy.next_delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+    # Offline for days: at the 5-minute cap, 1,100 attempts take about four days.
+    assert policy.next_delay(1_100) == 10
+    assert RetryPolicy(base=1, cap=10).next_delay(100_000) <= 10
 
 
 def test_retry_policy_jitter_stays_within_half_and_full_backoff() -> None:

@@ -760,3 +760,19 @@ def test_a_session_marker_cut_short_by_someone_else_never_kills_the_app(tmp_path
     ended = [m for m in archived_messages(state) if m["event"] == "session_ended"]
     assert [m["properties"]["end_reason"] for m in ended] == ["crash", "shutdown"], ended
     assert ended[0]["properties"]["tool_calls"] == 2
+
+
+def test_a_lone_surrogate_in_an_event_the_app_builds_itself_is_sent_not_raised(
+    make_telemetry: Any, state_dir: Path
+) -> None:
+    name = os.fsdecode(b"caf\xe9-notes.txt")
+    event = events.ToolCall(tool_name=name, duration_ms=1, success=True)  # in the app's own code
+    assert event.tool_name == "caf\ufffd-notes.txt"
+    telemetry = make_telemetry()
+    telemetry.emit(event)
+    telemetry.emit("ToolCall", {"tool_name": name, "duration_ms": 2, "success": True})
+    assert telemetry.flush(timeout=10)
+    names = [
+        m["properties"]["$ai_span_name"] for m in archived_messages(state_dir) if m["event"] == "$ai_span"
+    ]
+    assert names == ["caf\ufffd-notes.txt"] * 2

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -218,3 +219,61 @@ def test_a_segment_being_made_is_never_taken_for_a_dead_processs(tmp_path: Path)
     assert [path.suffix for path in journal.segment_paths(folder)] == [".seg"]
     telemetry.set_enabled(False)
     assert not unfinished.exists()
+
+
+def test_what_a_segment_keeps_in_memory_is_what_its_file_holds_and_stays_bounded(tmp_path: Path) -> None:
+    """A move reads this process's own segments from memory, not from their files: the two must
+    hold the same records. While moves fail, only a few segments keep theirs in memory."""
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    log = journal.Journal(folder, rotate_bytes=200)
+    written = [f'{{"event":"e","n":{n}}}'.encode() * 4 for n in range(60)]
+    for n in range(0, 60, 3):
+        log.append(written[n : n + 3])  # ~240 bytes: each append fills and retires a segment
+    segments = log.retire()
+    assert len(segments) == 20
+    kept = [segment for segment in segments if segment.records is not None]
+    assert 0 < len(kept) <= 8
+    from_files = [journal.parse(journal.read_fd(segment.fd)).records for segment in segments]
+    assert [record for records in from_files for record in records] == written
+    for segment in kept:
+        assert segment.records == journal.parse(journal.read_fd(segment.fd)).records
+    log.close()
+
+
+def test_a_background_move_waits_while_the_app_emits_but_never_past_its_limits(tmp_path: Path) -> None:
+    """Moving the journal is SQLite work that competes with a busy app for the GIL and a CPU, and
+    journaled events are already durable: the background thread waits for a quiet moment, but
+    not once the journal holds too much or has held an event too long, and an explicit move
+    (flush, shutdown, the CLI) never waits."""
+    from analytics.queue import DiskQueue, OfflineQueue, QueueBounds
+    from analytics.queue.offline import MOVE_INTERVAL_SECONDS, MoveDeferral
+
+    def in_queue(folder: StateFolder) -> int:
+        disk = DiskQueue(folder.queue_dir)
+        try:
+            return len(disk)
+        finally:
+            disk.close()
+
+    never_quiet = {"quiet_seconds": 600.0, "longest_seconds": 600.0, "most_bytes": 10**9}
+    cases = {
+        "busy": MoveDeferral(**never_quiet),
+        "quiet": MoveDeferral(**{**never_quiet, "quiet_seconds": 0.0}),
+        "too big": MoveDeferral(**{**never_quiet, "most_bytes": 500}),
+        "too old": MoveDeferral(**{**never_quiet, "longest_seconds": 0.0}),
+    }
+    for name, deferral in cases.items():
+        folder = StateFolder(tmp_path / name)
+        queue = OfflineQueue(folder, QueueBounds(10_000, 10**9, 1e9), move_deferral=deferral)
+        for n in range(20):
+            queue.put(b'{"event":"e","timestamp":"2026-01-01T00:00:00Z","n":%d}' % n)
+        if name == "busy":
+            time.sleep(3 * MOVE_INTERVAL_SECONDS)  # the background thread's rounds leave it be too
+            assert queue.move_journal(polite=True) == 0
+            assert in_queue(folder) == 0
+            assert queue.move_journal() == 20  # an explicit move does not wait
+        else:
+            queue.move_journal(polite=True)  # (or the background thread's round did it first)
+            assert in_queue(folder) == 20, name
+        queue.close()

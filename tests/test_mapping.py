@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,7 +13,12 @@ from typing import Any
 import pytest
 
 from analytics import __version__, events
+from analytics.app_events import AppEvent
 from analytics.mapping import uuid7
+from analytics.privacy.caps import encode
+from analytics.queue import journal, shorthand
+from analytics.queue.disk import DB_NAME
+from analytics.state import StateFolder
 from tests.conftest import MakeTelemetry, queued_messages
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -460,3 +466,88 @@ def test_a_non_default_environment_is_sent(make_telemetry: MakeTelemetry, state_
     telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))
     [message] = queued_messages(state_dir)
     assert message["properties"]["environment"] == "development"
+
+
+class Preferences(AppEvent):
+    """An app event whose own fields are named like properties every message carries."""
+
+    posthog_event = "preferences_saved"
+    environment: str
+    app_version: str
+    theme: str
+
+
+def stored_records(state_dir: Path) -> list[bytes]:
+    """The records as the queue folder holds them (the stored form), in the queue and journaled."""
+    folder = StateFolder(state_dir)
+    stored: list[bytes] = []
+    if (folder.queue_dir / DB_NAME).exists():
+        with sqlite3.connect(folder.queue_dir / DB_NAME) as db:
+            stored += [bytes(value) for (value,) in db.execute("SELECT value FROM Cache WHERE raw = 1")]
+    for path in sorted(folder.journal_dir.glob("*.seg")):
+        stored += journal.parse(path.read_bytes()).records
+    return stored
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"environment": "staging", "geoip": False}, {"user_id": "user-42"}],
+    ids=["anonymous", "staging-geoip-on", "named-user"],
+)
+def test_each_message_is_built_as_encoding_the_whole_message_would_be(
+    make_telemetry: MakeTelemetry, state_dir: Path, config: dict[str, Any]
+) -> None:
+    """emit() builds a message from a session's constant parts and its event's properties. The
+    result must be the one compact encoding of the message, with no key twice, and stored in the
+    short form scanning the message for its runs would give."""
+    telemetry = make_telemetry(strict=True, full_content=True, **config)
+    telemetry.register_events(Preferences)
+    telemetry.emit(events.ChatTurn(prompt_length=1, response_length=2, model="m", latency_ms=3))
+    telemetry.emit(events.ToolCall(tool_name="read_file", duration_ms=4, success=False, error="boom"))
+    telemetry.emit(events.ChatTrace(trace_id="t-1", name="turn", latency_ms=9))
+    telemetry.emit(
+        events.ProposalCreated(proposal_id="p", file_count=1, total_lines_changed=2, operation="edit_file")
+    )
+    telemetry.emit(events.Error(error_type="ValueError", message="bad value", handled=True))
+    telemetry.emit(Preferences(environment="mine", app_version="9.9", theme="dark"))
+    telemetry.emit(
+        events.ProposalDiff(proposal_id="p", diff="+" * 300_000)
+    )  # over the content cap: truncated
+
+    records = [shorthand.unpack(record) for record in stored_records(state_dir)]
+    assert len(records) == 7
+    for record in records:
+        assert record == encode(json.loads(record))  # compact, no key twice, nothing else
+    for stored in stored_records(state_dir):
+        assert stored.startswith(shorthand.STORED_PREFIX)
+        assert stored == shorthand.STORED_PREFIX + shorthand.shorten(shorthand.unpack(stored))
+    by_event = {message["event"]: message for message in map(json.loads, records)}
+    assert by_event["preferences_saved"]["properties"]["theme"] == "dark"
+    assert by_event["proposal_diff"]["properties"]["truncated_properties"] == ["diff"]
+    assert by_event["$ai_generation"]["properties"]["$ai_lib"] == "analytics-telemetry"
+
+
+def test_a_message_over_the_size_budget_is_cut_to_fit_it(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    telemetry = make_telemetry(strict=True, full_content=True, max_event_bytes=4096)
+    telemetry.emit(events.ProposalDiff(proposal_id="p", diff="+" * 5000))  # under the content cap
+    [message] = queued_messages(state_dir)
+    [record] = [shorthand.unpack(stored) for stored in stored_records(state_dir)]
+    assert len(record) <= 4096
+    assert message["properties"]["truncated_properties"] == ["diff"]
+    assert 3000 < len(message["properties"]["diff"]) < 4096
+
+
+@pytest.mark.parametrize(
+    "at", [0.0, 1.9995, 1773500966.535897, 1773500966.9999, 1773500967.0001, 4102444799.999, 1e9 + 0.5]
+)
+def test_the_timestamp_is_the_uuids_millisecond_in_rfc_3339(at: float) -> None:
+    """The second's text is kept from one call to the next: a new second must never reuse it."""
+    from analytics.mapping import iso_timestamp
+
+    for moment in (at, at + 1.0, at):
+        expected = datetime.fromtimestamp(int(moment * 1000) / 1000, timezone.utc).isoformat(
+            timespec="milliseconds"
+        )
+        assert iso_timestamp(moment) == expected.replace("+00:00", "Z")

@@ -281,7 +281,7 @@ def test_concurrent_emitters_lose_nothing(
 )
 def test_the_stored_shorthand_is_exactly_reversible(value: object) -> None:
     from analytics.privacy.caps import encode
-    from analytics.queue.disk import pack, unpack
+    from analytics.queue.shorthand import pack, unpack, unpack_many
 
     message = {
         "event": "$ai_span",
@@ -293,12 +293,16 @@ def test_the_stored_shorthand_is_exactly_reversible(value: object) -> None:
     record = encode(message)
     assert unpack(pack(record)) == record
     assert len(pack(record)) < len(record)
+    assert pack(pack(record)) == pack(record)  # a record already stored short stays as it is
     assert unpack(record) == record  # a plain record (an older queue's) reads as it is
+    # A batch read back in one pass, stored short or plain (a queue an older version wrote).
+    assert unpack_many([pack(record)] * 3) == [record] * 3
+    assert unpack_many([pack(record), record, pack(record)]) == [record] * 3
 
 
 def test_format_1_records_still_read_and_format_2_shortens_what_anonymous_and_llm_events_repeat() -> None:
     from analytics.privacy.caps import encode
-    from analytics.queue import disk
+    from analytics.queue import shorthand
 
     properties = {
         "$ai_trace_id": "t",
@@ -313,8 +317,8 @@ def test_format_1_records_still_read_and_format_2_shortens_what_anonymous_and_ll
         {"event": "$ai_span", "distinct_id": "d", "uuid": "u", "timestamp": "t", "properties": properties}
     )
     stored_by_format_1 = b"\x00\x01" + functools.reduce(
-        lambda text, pair: text.replace(*pair), disk._ENCODE_V1, record
+        lambda text, pair: text.replace(*pair), shorthand.ENCODE_V1, record
     )
-    assert disk.unpack(stored_by_format_1) == record  # a queue written before the upgrade
-    assert disk.unpack(disk.pack(record)) == record
-    assert len(disk.pack(record)) <= len(stored_by_format_1) - 70
+    assert shorthand.unpack(stored_by_format_1) == record  # a queue written before the upgrade
+    assert shorthand.unpack(shorthand.pack(record)) == record
+    assert len(shorthand.pack(record)) <= len(stored_by_format_1) - 70

@@ -38,7 +38,10 @@ class RetryPolicy:
     ) -> float:
         """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
         exponent = max(0, attempt - 1)
-        ceiling = min(self.cap, self.base * self.multiplier**exponent)
+        try:
+            ceiling = min(self.cap, self.base * self.multiplier**exponent)
+        except OverflowError:  # a laptop offline for days counts thousands of attempts: 2.0 ** 1100
+            ceiling = self.cap
         # "Equal jitter": at least half the backoff, so retries spread out but never collapse to zero.
         delay = ceiling / 2 + (rng or random).uniform(0, ceiling / 2) if self.jitter else ceiling
         if retry_after is not None:

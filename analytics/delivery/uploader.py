@@ -21,7 +21,8 @@ from analytics.delivery.lease import UploadLease
 from analytics.delivery.retry import RetryPolicy
 from analytics.queue import OfflineQueue
 from analytics.queue.dead_letters import DeadLetterStore
-from analytics.queue.disk import LARGE_CHUNK, SMALL_CHUNK, record_timestamp
+from analytics.queue.disk import LARGE_CHUNK, record_timestamp
+from analytics.queue.offline import MOVE_INTERVAL_SECONDS
 from analytics.sinks.base import ExportResult, Outcome, Sink
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ MAX_BATCH_EVENTS = 500
 # The queue is durable: a burst drains a little later. An explicit flush() never rests.
 BACKGROUND_DUTY = 0.05
 MIN_BURST_PAUSE_SECONDS = 0.025
-# Records decoded between two voluntary releases of the GIL (~50 µs of work).
-GIL_YIELD_EVERY = 50
 # PostHog accepts 20 MB a request; staying well under it leaves room for JSON framing and keeps
 # a retry cheap on a slow link.
 MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -86,7 +85,7 @@ class Uploader:
         self._thread: threading.Thread | None = None
         self._attempt = 0
         self._not_before = 0.0  # monotonic time before which the sink is not asked again
-        self._ack_chunk = SMALL_CHUNK
+        self._background = False
         self._dead_lettered = 0  # events this process set aside as dead letters
         self._pid = os.getpid()
         _forget_thread_in_child(self)
@@ -123,8 +122,12 @@ class Uploader:
             # Checkpoints and upkeep happen here, in this thread, when the queue is quiet: never
             # inside an app's emit(), and not between the batches of a burst.
             self._queue.checkpoint()
-            self._queue.maintain()
+            self._queue.maintain(background=True)
             wait = self._interval if result.step in (Step.EMPTY, Step.BUSY) else result.delay
+            if result.step is Step.EMPTY and self._queue.journaled():
+                # Events wait in the journal for the app to pause (see MoveDeferral): look again
+                # as soon as the background step may have moved them, not a whole interval later.
+                wait = min(wait, MOVE_INTERVAL_SECONDS)
             self._wake.wait(wait)
             self._wake.clear()
 
@@ -189,10 +192,11 @@ class Uploader:
     ) -> CycleResult:
         """Send at most one batch (of at most ``max_events``). Safe from any thread and any process.
 
-        ``background``: the thread's own cycles yield to the app (small delete transactions); an
-        explicit flush or replay goes as fast as it can.
+        ``background``: the thread's own cycles yield to the app (they leave the journal be while
+        it emits); an explicit flush or replay goes as fast as it can. Either deletes a delivered
+        batch in one transaction: no emit() waits for SQLite's lock (it appends to the journal).
         """
-        self._ack_chunk = SMALL_CHUNK if background else LARGE_CHUNK
+        self._background = background
         now = time.monotonic()
         deadline = now + max(0.0, timeout)
         if now < self._not_before:
@@ -227,7 +231,7 @@ class Uploader:
         stale: list[int] = []
         cutoff = self._clock() - self._max_age
         records = self._queue.peek(
-            min(max_events, MAX_BATCH_EVENTS), yield_every=GIL_YIELD_EVERY, memory_only=memory_only
+            min(max_events, MAX_BATCH_EVENTS), memory_only=memory_only, background=self._background
         )
         # Records come oldest first: when the oldest is young enough, so is the rest of the batch.
         oldest = record_timestamp(records[0][1]) if records else None
@@ -252,7 +256,7 @@ class Uploader:
         result = self._sink.export([record for _key, record in batch], deadline - time.monotonic())
         outcome = result.outcome
         if outcome is Outcome.SUCCESS:
-            self._queue.ack([key for key, _record in batch], chunk=self._ack_chunk)
+            self._queue.ack([key for key, _record in batch], chunk=LARGE_CHUNK)
             self._succeeded(len(batch))
             return CycleResult(Step.SENT)
         if outcome in (Outcome.SPLIT, Outcome.REJECTED):

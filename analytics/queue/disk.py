@@ -35,6 +35,7 @@ from typing import Any, Final
 import diskcache
 
 from analytics.forksafe import sqlite_section
+from analytics.queue.shorthand import pack, unpack, unpack_many
 from analytics.state import make_private_dir, precreate_private_file
 
 DB_NAME: Final = "cache.db"
@@ -43,68 +44,10 @@ STORE_ERRORS: Final = (sqlite3.Error, OSError, diskcache.Timeout)
 
 _MODE_RAW: Final = 1  # diskcache.core.MODE_RAW: the value column holds the bytes themselves
 
-# Records are stored in a shorthand: the long runs every message repeats (its envelope's keys, the
-# constant tail of its properties) become single control bytes. JSON never contains a raw control
-# byte (encoders escape them in strings), so the substitution is exactly reversible. A 530-byte
-# ChatTurn is stored in ~350 (SPEC 10: <= 600 bytes on disk per event) for ~3 µs on the append;
-# zlib against a preset dictionary stored less but cost 7 µs of emit()'s 50. A stored record starts
-# with b"\x00" and a format version; plain JSON (b"{") reads as it is, so older queues stay valid.
-_SHORTHAND_V1: Final = (
-    b',"schema_version":1,"$lib":"analytics-telemetry","$lib_version":"',
-    b'","$geoip_disable":true}}',
-    b'{"event":"',
-    b'","distinct_id":"',
-    b'","uuid":"',
-    b'","timestamp":"',
-    b'","properties":{',
-    b',"$session_id":"',
-    b'","app_version":"',
-)
-# Control bytes 0x01-0x08 and 0x0B-0x0C: never tab, newline or carriage return.
-_TOKEN_BYTES: Final = (1, 2, 3, 4, 5, 6, 7, 8, 11)
-_ENCODE_V1: Final = tuple(
-    (text, bytes([token])) for text, token in zip(_SHORTHAND_V1, _TOKEN_BYTES, strict=True)
-)
-_DECODE_V1: Final = tuple(reversed(_ENCODE_V1))
-_STORED_PREFIX_V1: Final = b"\x00\x01"
-# Format 2 adds the runs that an anonymous install's events and LLM events repeat. It is written
-# from now on; format 1 still reads. The first run goes first: it holds format 1's `,"$session_id":"`.
-_SHORTHAND_V2_ADDED: Final = (
-    b',"$process_person_profile":false,"$session_id":"',
-    b'"$ai_lib":"analytics-telemetry","$ai_lib_version":"',
-)
-_ENCODE_V2: Final = (
-    *((text, bytes([token])) for text, token in zip(_SHORTHAND_V2_ADDED, (12, 14), strict=True)),
-    *_ENCODE_V1,
-)
-_DECODE_V2: Final = tuple(reversed(_ENCODE_V2))
-_STORED_PREFIX: Final = b"\x00\x02"
-
 
 @functools.cache
 def _insert_rows_sql(rows: int) -> str:
     return _INSERT_INTO + ",".join([_VALUES_ROW] * rows)
-
-
-def pack(record: bytes) -> bytes:
-    """The stored form of an encoded message."""
-    for text, token in _ENCODE_V2:
-        record = record.replace(text, token)
-    return _STORED_PREFIX + record
-
-
-def unpack(stored: bytes) -> bytes:
-    """The encoded message from its stored form (plain JSON passes through)."""
-    if stored.startswith(_STORED_PREFIX):
-        table = _DECODE_V2
-    elif stored.startswith(_STORED_PREFIX_V1):
-        table = _DECODE_V1
-    else:
-        return stored
-    record = stored[len(_STORED_PREFIX) :]
-    for text, token in table:
-        record = record.replace(token, text)
-    return record
 
 
 # store_time and access_time are 0: nothing reads them (no eviction policy, the key holds the
@@ -331,10 +274,14 @@ class DiskQueue:
         if not records:
             return
         stored = []
-        for index, record in enumerate(records):
-            if polite and index % _YIELD_EVERY == _YIELD_EVERY - 1:
-                time.sleep(0)  # lets an app thread waiting for the GIL have it: this runs in the background
-            stored.append(pack(record))
+        packed = 0
+        for record in records:
+            if not record.startswith(b"\x00"):  # plain JSON (a journal an older version wrote)
+                packed += 1
+                if polite and packed % _YIELD_EVERY == 0:
+                    time.sleep(0)  # an app thread waiting for the GIL gets it: this is the background
+                record = pack(record)
+            stored.append(record)
         with self._transaction(timeout=timeout):
             newest = self._execute(_MAX_KEY).fetchone()[0]
             first = max(self._last_key + 1, int(time.time() * 1_000_000), (newest or 0) + 1)
@@ -360,31 +307,27 @@ class DiskQueue:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def peek(self, limit: int, *, yield_every: int = 0) -> list[tuple[int, bytes]]:
-        """The oldest ``limit`` records, left in place.
-
-        ``yield_every``: a background caller lets other threads have the GIL every that many
-        records, so an app thread waiting for it waits microseconds, not a whole batch.
-        """
-        return self._rows(_PEEK, limit, yield_every)
+    def peek(self, limit: int) -> list[tuple[int, bytes]]:
+        """The oldest ``limit`` records, left in place."""
+        return self._rows(_PEEK, limit)
 
     def newest(self, count: int) -> list[tuple[int, bytes]]:
         """The newest ``count`` records, oldest of them first."""
         return self._rows(_NEWEST, count)[::-1]
 
-    def _rows(self, query: str, limit: int, yield_every: int = 0) -> list[tuple[int, bytes]]:
+    def _rows(self, query: str, limit: int) -> list[tuple[int, bytes]]:
         with sqlite_section:
             rows = self._execute(query, (limit,)).fetchall()
-        batch: list[tuple[int, bytes]] = []
-        for index, (key, mode, value) in enumerate(rows):
-            if yield_every and index % yield_every == yield_every - 1:
-                time.sleep(0)  # releases the GIL: see peek()
+        keys: list[int] = []
+        values: list[bytes] = []
+        for key, mode, value in rows:
             if mode != _MODE_RAW or value is None:
                 value = self._file_value(key)  # a large record diskcache stored in a file
                 if value is None:
                     continue
-            batch.append((key, unpack(bytes(value))))
-        return batch
+            keys.append(key)
+            values.append(bytes(value))
+        return list(zip(keys, unpack_many(values), strict=True))
 
     def _file_value(self, key: int) -> Any:
         with sqlite_section:

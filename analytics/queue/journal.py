@@ -39,12 +39,13 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from analytics.filelock import try_lock
 from analytics.forksafe import after_fork_in_child
+from analytics.queue.shorthand import unpack
 
 MAGIC: Final = b"AJ1\n"
 _FRAME: Final = struct.Struct("<II")
@@ -56,6 +57,8 @@ MAKING_NAME: Final = re.compile(r"\d+-[0-9a-f]{8}\.new")
 ROTATE_BYTES: Final = 1024 * 1024
 # Records parsed between two offers of the GIL to other threads (~50 µs of work).
 _YIELD_EVERY: Final = 64
+# Retired segments whose records are also kept in memory (about a MiB each).
+_MIRRORED_SEGMENTS: Final = 8
 # How long the background step waits for an append to finish before trying again at its next round.
 _RETIRE_WAIT_SECONDS: Final = 0.05
 _OPEN_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
@@ -69,6 +72,10 @@ class Segment:
     fd: int
     size: int = len(MAGIC)
     count: int = 0
+    opened: float = field(default_factory=time.monotonic)
+    # What this process wrote into it, kept until it moves: the move then reads no file and parses
+    # no frame (work that would hold the GIL beside an app that emits). None: read the file.
+    records: list[bytes] | None = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -178,12 +185,13 @@ def _remove_unfinished(directory: Path) -> None:
 
 
 def read_all(directory: Path) -> list[bytes]:
-    """Every whole record in every segment of ``directory``, live or orphaned, without taking or
-    changing anything (for ``analytics queue peek`` and ``status`` beside a running app)."""
+    """Every whole record in every segment of ``directory``, live or orphaned, as plain messages,
+    without taking or changing anything (for ``analytics queue peek`` and ``status`` beside a
+    running app)."""
     records: list[bytes] = []
     for path in segment_paths(directory):
         with contextlib.suppress(OSError):
-            records.extend(parse(path.read_bytes()).records)
+            records.extend(map(unpack, parse(path.read_bytes()).records))
     return records
 
 
@@ -202,6 +210,7 @@ class Journal:
         self._closed = False
         self._left_open: list[Segment] = []
         self._pid = os.getpid()
+        self._last_append = 0.0
         after_fork_in_child(self, Journal._after_fork)
 
     def _after_fork(self) -> None:
@@ -235,6 +244,16 @@ class Journal:
             size += sum(segment.size for segment in self._retired)
         return size
 
+    def may_wait(self, *, quiet_seconds: float, longest_seconds: float, most_bytes: int) -> bool:
+        """Whether the move may wait for a quiet moment: the app appended within ``quiet_seconds``,
+        and the journal holds less than ``most_bytes``, none of it older than ``longest_seconds``."""
+        now = time.monotonic()
+        if now - self._last_append >= quiet_seconds or self.pending_bytes >= most_bytes:
+            return False
+        retired, current = self._retired, self._current
+        oldest = retired[0] if retired else current
+        return oldest is None or now - oldest.opened < longest_seconds
+
     def append(self, records: Iterable[bytes]) -> bool:
         """Write the records in one ``write()``; durable against ``kill -9`` on return.
 
@@ -252,10 +271,13 @@ class Journal:
                 if segment is None:
                     segment = self._current = self._open_segment()
                 self._write(segment, data, len(records))
+                self._last_append = time.monotonic()
+                if segment.records is not None:
+                    segment.records += records
                 if segment.size < self.rotate_bytes or segment is not self._current:
                     return False
                 # Full: retire it now, so a move behind a fast producer reads ~1 MiB at a time.
-                self._retired.append(segment)
+                self._retire(segment)
                 self._current = None
                 return True
             finally:
@@ -320,11 +342,17 @@ class Journal:
                 return []  # a signal handler, inside an append of its own thread
             current = self._current
             if current is not None and current.count:
-                self._retired.append(current)
+                self._retire(current)
                 self._current = None
             return list(self._retired)
         finally:
             self._lock.release()
+
+    def _retire(self, segment: Segment) -> None:
+        if len(self._retired) >= _MIRRORED_SEGMENTS:
+            # Moves are failing (the queue is unusable): what waits is on disk; memory stays bounded.
+            segment.records = None
+        self._retired.append(segment)
 
     def moved(self, segment: Segment) -> None:
         """The segment's records are in the queue: remove the file, then release its lock.

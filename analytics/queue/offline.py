@@ -46,11 +46,19 @@ from analytics.queue.disk import (
     DiskQueue,
     StoreBusy,
     record_timestamp,
-    unpack,
 )
-from analytics.queue.journal import Journal, Segment, adopt_orphans, parse, read_fd, segment_paths
+from analytics.queue.journal import (
+    Journal,
+    ReadBack,
+    Segment,
+    adopt_orphans,
+    parse,
+    read_fd,
+    segment_paths,
+)
 from analytics.queue.meta import MetaStore
 from analytics.queue.salvage import salvage
+from analytics.queue.shorthand import unpack
 from analytics.state import DISKCACHE_FILES, StateFolder, purge_folder
 
 logger = logging.getLogger(__name__)
@@ -65,6 +73,12 @@ DRAIN_ON_PUT: Final = 100
 JOURNAL_SLACK_BYTES: Final = 16 * 1024 * 1024
 # How often the background thread moves the journal into the queue when nobody asks sooner.
 MOVE_INTERVAL_SECONDS: Final = 0.2
+# While the app emits (an append within the last QUIET), the background thread leaves the journal
+# be: moving it is SQLite work, which beside a busy app takes the GIL and a CPU from it, and the
+# journaled events are already durable. It moves anyway once the journal holds the slack's worth
+# of bytes or has held an event for DEFER_LONGEST: a stream that never pauses is still delivered.
+MOVE_QUIET_SECONDS: Final = 0.05
+MOVE_DEFER_LONGEST_SECONDS: Final = 2.0
 # How often it looks for segments left by processes that died.
 ADOPT_INTERVAL_SECONDS: Final = 5.0
 # How long a move waits for SQLite's write lock (it runs in the background: it may wait).
@@ -83,6 +97,15 @@ class QueueBounds:
     max_events: int
     max_bytes: int
     max_age_seconds: float
+
+
+@dataclass(frozen=True)
+class MoveDeferral:
+    """When the background thread may leave the journal be (see MOVE_QUIET_SECONDS)."""
+
+    quiet_seconds: float = MOVE_QUIET_SECONDS
+    longest_seconds: float = MOVE_DEFER_LONGEST_SECONDS
+    most_bytes: int = JOURNAL_SLACK_BYTES
 
 
 @dataclass(frozen=True)
@@ -109,8 +132,10 @@ class OfflineQueue:
         health_interval: float = 1.0,
         retry_interval: float = 5.0,
         on_recreated: Callable[[], None] | None = None,
+        move_deferral: MoveDeferral = MoveDeferral(),
     ) -> None:
         self._state = state
+        self._move_deferral = move_deferral
         self._bounds = bounds
         self._clock = clock
         self._memory_limit = memory_limit
@@ -240,6 +265,7 @@ class OfflineQueue:
             self.enforce_bounds()
 
     def _put_memory(self, record: bytes) -> None:
+        record = unpack(record)  # what the buffer holds is read as plain messages
         with self._lock:
             if self._closed:
                 self._put_after_close(record)
@@ -299,21 +325,24 @@ class OfflineQueue:
 
     # -- reading and acknowledging -------------------------------------------------------------
 
-    def peek(self, limit: int, *, yield_every: int = 0, memory_only: bool = False) -> list[tuple[int, bytes]]:
+    def peek(
+        self, limit: int, *, memory_only: bool = False, background: bool = False
+    ) -> list[tuple[int, bytes]]:
         """The oldest ``limit`` records, left in place (disk first, then any held in memory).
 
         ``memory_only``: just this process's memory buffer, which needs no upload lease (no other
         process can see it), for when the lease itself cannot be taken (an unusable folder).
+        ``background``: the uploader's thread, whose move of the journal waits while the app emits.
         """
         batch: list[tuple[int, bytes]] = []
         disk = None if memory_only else self._usable_disk()
         if disk is not None:
             try:
-                batch = disk.peek(limit, yield_every=yield_every)
+                batch = disk.peek(limit)
                 # This process's journal holds only records newer than the queue's: move it
                 # only when the queue alone cannot fill the batch.
-                if len(batch) < limit and self.move_journal():
-                    batch = disk.peek(limit, yield_every=yield_every)
+                if len(batch) < limit and self.move_journal(polite=background):
+                    batch = disk.peek(limit)
             except STORE_ERRORS as exc:
                 self._disk_failed(disk, exc)
         with self._lock:
@@ -364,16 +393,16 @@ class OfflineQueue:
         """A damaged queue file is set aside and not yet read back (:meth:`maintain` does it)."""
         return bool(self._damaged)
 
-    def maintain(self) -> None:
-        """Background upkeep (the uploader's thread, or flush()): read back damaged queues, write
-        the memory buffer to disk, remember the depth. Never raises."""
+    def maintain(self, *, background: bool = False) -> None:
+        """Upkeep (the uploader's thread, ``background``, or flush()): read back damaged queues,
+        write the memory buffer to disk, remember the depth. Never raises."""
         disk = self._usable_disk()
         if disk is None:
             return
         # The moves first: writing the journal into a damaged file is how damage is found now
         # (emit() no longer touches SQLite), and what they set aside is read back just below.
         self.adopt_orphans()
-        self.move_journal()
+        self.move_journal(polite=background)
         for aside in list(self._damaged):  # once each: one that fails stays for the next upkeep
             if self._disk is None:
                 break
@@ -395,13 +424,18 @@ class OfflineQueue:
         self, *, enforce: bool = False, budget: float = MOVE_BUDGET_SECONDS, polite: bool = False
     ) -> int:
         """Move this process's journaled records into the queue, a segment per transaction;
-        returns how many moved. Never raises. ``enforce``: check the bounds after. ``polite``: the
-        background thread's move, which offers the GIL to the app now and then.
+        returns how many moved. Never raises. ``enforce``: check the bounds after. ``polite``: a
+        background thread's move, which waits while the app emits (:class:`MoveDeferral`) and
+        offers the GIL to the app now and then.
 
         A segment that cannot be moved now stays (on disk, durable) and is tried again, and so do
         the segments left when ``budget`` seconds have gone.
         """
         journal = self._journal
+        if polite and journal is not None and self._journal_may_wait(journal):
+            if enforce:
+                self.enforce_bounds()
+            return 0
         disk = self._checked_disk() if journal is not None and journal.pending else self._disk
         if journal is None or disk is None or not journal.pending:
             if enforce and disk is not None:
@@ -429,11 +463,30 @@ class OfflineQueue:
             self.enforce_bounds()
         return moved
 
+    def journaled(self) -> int:
+        """Records this process journaled and has not moved into the queue yet."""
+        journal = self._journal
+        return journal.pending if journal is not None else 0
+
+    def journal_may_wait(self) -> bool:
+        """Whether a background move should wait: the app is emitting (see MoveDeferral)."""
+        journal = self._journal
+        return journal is not None and self._journal_may_wait(journal)
+
+    def _journal_may_wait(self, journal: Journal) -> bool:
+        deferral = self._move_deferral
+        return journal.may_wait(
+            quiet_seconds=deferral.quiet_seconds,
+            longest_seconds=deferral.longest_seconds,
+            most_bytes=deferral.most_bytes,
+        )
+
     def _move_segment(
         self, journal: Journal, disk: DiskQueue, segment: Segment, *, wait: float, polite: bool
     ) -> int:
         try:
-            found = parse(read_fd(segment.fd), polite=polite)
+            kept = segment.records
+            found = ReadBack(kept, 0) if kept is not None else parse(read_fd(segment.fd), polite=polite)
             disk.put_batch(found.records, timeout=wait, polite=polite)
         except STORE_ERRORS as exc:
             if not isinstance(exc, StoreBusy):
@@ -867,6 +920,8 @@ class JournalMover:
             try:
                 if self._queue.adopt_due():
                     self._queue.adopt_orphans(polite=True)
+                if self._queue.journal_may_wait():
+                    continue  # the app is emitting: the next round (or a full segment) looks again
                 self._queue.move_journal(enforce=True, polite=True)
                 if self._queue.journal_backlog():
                     self._wake.set()  # a round's budget ran out behind a fast producer: go on
