@@ -59,14 +59,23 @@ def parse_level(value: object) -> str:
 def event_rank(event: ev.DomainEvent) -> int:
     """The lowest level at which ``event`` is sent. Full content inside an event is not judged
     here: the mapping drops it below ``full`` (the event itself goes at ``usage``)."""
+    kind = type(event)
+    rank = _RANK_OF_TYPE.get(kind)
+    if rank is not None:
+        return rank
     if isinstance(event, ev.SessionEnd):
         return CRASH if event.end_reason == "crash" else USAGE
     if isinstance(event, ev.Error):
         return ERROR if event.handled else CRASH
-    level = getattr(type(event), "consent_level", None)
-    if isinstance(level, str) and level in RANK:
-        return RANK[level]
-    return USAGE
+    # An attribute a catalog event lacks costs pydantic's metaclass an exception: asked once a type.
+    level = getattr(kind, "consent_level", None)
+    rank = RANK[level] if isinstance(level, str) and level in RANK else USAGE
+    _RANK_OF_TYPE[kind] = rank
+    return rank
+
+
+# The rank of each event type whose rank does not depend on the event (all but two), once known.
+_RANK_OF_TYPE: dict[type[ev.DomainEvent], int] = {}
 
 
 def message_rank(

@@ -33,10 +33,13 @@ def uuid7(unix_ms: int | None = None) -> str:
 
 def uuid4() -> str:
     """A random UUIDv4."""
-    raw = bytearray(_bits.getrandbits(128).to_bytes(16, "big"))
-    raw[6] = raw[6] & 0x0F | 0x40
-    raw[8] = raw[8] & 0x3F | 0x80
-    return _dashed(raw.hex())
+    value = _bits.getrandbits(128) & _V4_CLEAR | _V4_SET
+    return _dashed(f"{value:032x}")
+
+
+# Version 4 in bits 76-79, variant 0b10 in bits 62-63 (RFC 9562), set on 128 random bits.
+_V4_SET = 0x4 << 76 | 0b10 << 62
+_V4_CLEAR = ~(0xF << 76 | 0b11 << 62)
 
 
 def _dashed(hex32: str) -> str:

@@ -461,6 +461,15 @@ def test_uuid7_is_time_ordered_and_versioned() -> None:
     assert int(earlier.replace("-", "")[:12], 16) == 1_700_000_000_000
 
 
+def test_uuid4_is_random_and_versioned() -> None:
+    from analytics.ids import uuid4
+
+    made = [uuid.UUID(uuid4()) for _ in range(2000)]
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in made)
+    assert len(set(made)) == len(made)
+    assert all(str(u) == str(u).lower() for u in made)
+
+
 def test_a_non_default_environment_is_sent(make_telemetry: MakeTelemetry, state_dir: Path) -> None:
     telemetry = make_telemetry(environment="development")
     telemetry.emit(events.ToolCall(tool_name="t", duration_ms=1, success=True))

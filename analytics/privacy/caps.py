@@ -65,6 +65,11 @@ class Cleaner:
         """``secret``: the value sits under a key that names a secret (``password``, ``api_key``,
         ``db.pass``...), at any depth: every scalar in it is redacted whole, whatever it looks
         like; None, booleans and empty strings stay (they say whether, not what)."""
+        kind = type(value)  # the two common kinds first: this runs for most values of every emit()
+        if kind is str and not secret:
+            return cap_text(self.scrubber.scrub_text(value), limit)
+        if kind is float and not secret:
+            return (value if math.isfinite(value) else None), False
         if value is None or isinstance(value, bool):
             return value, False
         if secret and not isinstance(value, Mapping | list | tuple | set | frozenset):
