@@ -455,3 +455,32 @@ def test_the_cli_lists_the_apps_events(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 APP_EVENTS = [FileOpened, FeedbackGiven]
+
+
+class SyncFailed(AppEvent):
+    """An app event the app wants even from users who share only errors."""
+
+    posthog_event = "sync_failed"
+    consent_level = "error"
+    reason: Text
+
+
+def test_an_app_events_own_consent_level_decides_where_it_is_sent(
+    state_dir: Path, capture: CaptureServer
+) -> None:
+    for level, sent in (
+        ("crash", set()),
+        ("error", {"sync_failed"}),
+        ("usage", {"sync_failed", "file_opened"}),
+    ):
+        seen = len(capture.events)
+        telemetry = make(state_dir / level, capture, level=level)
+        telemetry.register_events(SyncFailed)
+        for _ in range(2):  # the second time, the type's rank is already known
+            telemetry.emit(SyncFailed(reason="disk full"))
+            telemetry.emit(FileOpened(path="/tmp/a", size_bytes=1))
+        assert telemetry.flush(timeout=10)
+        names = [e["event"] for e in capture.events[seen:] if e["event"] in {"sync_failed", "file_opened"}]
+        assert set(names) == sent, level
+        assert len(names) == 2 * len(sent), level
+        telemetry.shutdown(timeout=5)
