@@ -123,8 +123,7 @@ class SessionMarker:
 
     def __init__(self, folder: Path, session_id: str, started_at: float) -> None:
         self.path = folder / f"{session_id}.json"
-        self._session_id = session_id
-        self._started_at = started_at
+        self._head = f'{{"session_id":"{session_id}","started_at":{started_at!r},"last_seen":'.encode()
         self._fd: int | None = None
         # A write under way, and a close() that came during it (a signal handler): the descriptor
         # is closed by the write once it is done, never under it (its number could be reused).
@@ -150,15 +149,19 @@ class SessionMarker:
                 self.close()
 
     def _write(self, fd: int, counters: SessionCounters, now: float) -> None:
-        # Formatted by hand: this runs on emit()'s path, and asdict() + json.dumps cost ~9 us there
-        # against ~1 us. Every value is a number or our own UUID, so the JSON is valid by construction.
+        # Formatted by hand: this runs on emit()'s path, and asdict() + json.dumps cost ~9 us there,
+        # an f-string with two float reprs ~2 us, this 0.7 us. Every value is a number or our own
+        # UUID, so the JSON is valid by construction; the last moment is kept to the millisecond.
         c = counters
-        data = (
-            f'{{"session_id":"{self._session_id}","started_at":{self._started_at!r},"last_seen":{now!r},'
-            f'"counters":{{"proposals_created":{c.proposals_created},"proposals_approved":{c.proposals_approved},'
-            f'"proposals_rejected":{c.proposals_rejected},"chat_turns":{c.chat_turns},'
-            f'"tool_calls":{c.tool_calls},"errors":{c.errors}}}}}'
-        ).encode()
+        data = self._head + _MARKER_TAIL % (
+            now,
+            c.proposals_created,
+            c.proposals_approved,
+            c.proposals_rejected,
+            c.chat_turns,
+            c.tool_calls,
+            c.errors,
+        )
         # Padded to a fixed size, so a shorter write never leaves a tail of the previous one. A
         # full disk costs the crash report its latest counters, never the event being counted.
         with contextlib.suppress(OSError):
@@ -191,6 +194,10 @@ class SessionMarker:
 
 
 MARKER_BYTES = 512
+_MARKER_TAIL = (
+    b'%.3f,"counters":{"proposals_created":%d,"proposals_approved":%d,"proposals_rejected":%d,'
+    b'"chat_turns":%d,"tool_calls":%d,"errors":%d}}'
+)
 
 
 def collect_crashed_sessions(folder: Path) -> list[EndedSession]:
