@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final
 
+import orjson
+
 from analytics import events as ev
 from analytics._version import __version__
 from analytics.app_events import AppEvent, Privacy, content_fields, privacy_rules
@@ -188,8 +190,13 @@ class Envelope:
 
     def __init__(self, context: MappingContext, session_id: str) -> None:
         self._distinct_id = encode(context.distinct_id)
+        # A part orjson refuses (a lone surrogate in the distinct id) sends the whole message to
+        # the standard library, whose floats read differently (1e-05, not 0.00001): such a
+        # context's messages are encoded whole, as the general path does.
+        common_parts = with_common({}, context, session_id)
+        self._exact = _orjson_takes((context.distinct_id, common_parts))
         self._max_bytes = context.max_event_bytes
-        common = encode(with_common({}, context, session_id))[1:]  # '"$session_id":...}' (no brace)
+        common = encode(common_parts)[1:]  # '"$session_id":...}' (no brace)
         self._tails: dict[bool, tuple[bytes, bytes]] = {}
         for llm in (False, True):
             lib = encode(_LIB_PROPERTIES)[1:-1] + b"," if llm else b""
@@ -197,7 +204,9 @@ class Envelope:
             self._tails[llm] = (tail, shorten(tail))
         self._heads: dict[str, tuple[bytes, bytes]] = {}
 
-    def _head(self, name: str) -> tuple[bytes, bytes]:
+    def _head(self, name: str) -> tuple[bytes, bytes] | None:
+        if not _orjson_takes(name):  # an app event's name with a lone surrogate (see __init__)
+            return None
         raw = b'{"event":' + encode(name) + b',"distinct_id":' + self._distinct_id + b',"uuid":"'
         self._heads[name] = head = (raw, STORED_PREFIX + shorten(raw))
         return head
@@ -205,9 +214,13 @@ class Envelope:
     def wrap(
         self, name: str, uuid: str, timestamp: str, properties: dict[str, Any], llm: bool, stored: bool
     ) -> bytes | None:
-        """The message, or None when it is over the size budget (the caller cuts it to fit)."""
+        """The message, or None when it is over the size budget (the caller cuts it to fit) or
+        must be encoded whole (see __init__)."""
+        head = self._heads.get(name) or self._head(name)
+        if head is None or not self._exact:
+            return None
+        head_raw, head_stored = head
         inner = encode(properties)[1:-1]
-        head_raw, head_stored = self._heads.get(name) or self._head(name)
         tail_raw, tail_stored = self._tails[llm]
         size = len(head_raw) + len(inner) + len(tail_raw) + len(uuid) + len(timestamp) + _KEYS_SIZE
         if size > self._max_bytes:
@@ -230,6 +243,14 @@ _PROPERTIES_KEY: Final = b'","properties":{'
 _TIMESTAMP_STORED: Final = shorten(_TIMESTAMP_KEY)
 _PROPERTIES_STORED: Final = shorten(_PROPERTIES_KEY)
 _KEYS_SIZE: Final = len(_TIMESTAMP_KEY) + len(_PROPERTIES_KEY)
+
+
+def _orjson_takes(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return False
+    return True
 
 
 def _heads_a_trace(event: ev.DomainEvent) -> bool:

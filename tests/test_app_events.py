@@ -186,6 +186,26 @@ def test_an_illegal_user_id_is_ignored(state_dir: Path, capture: CaptureServer) 
         make(state_dir, capture, strict=True).identify("null")
 
 
+def test_a_user_id_that_is_not_utf_8_is_ignored_as_the_environments_would_be(
+    state_dir: Path, capture: CaptureServer
+) -> None:
+    """An id read from the file system (os.fsdecode's lone surrogate) cannot be kept in the state
+    folder nor sent as PostHog knows it: refused, as TELEMETRY_USER_ID refuses it, not taken for
+    this run only with its ``$identify`` lost (and no error of ours for the guard to swallow)."""
+    user_id = os.fsdecode(b"user-\xe9")
+    telemetry = make(state_dir, capture)
+    telemetry.identify(user_id)
+    assert telemetry.user_id is None
+    telemetry.emit(FileOpened(path="/tmp/a", size_bytes=1))
+    telemetry.shutdown()
+    assert by_event(capture, "$identify") == []
+    assert {e["distinct_id"] for e in by_event(capture, "file_opened")} == {
+        load_or_create_identity(state_dir).install_id
+    }
+    with pytest.raises(ValueError, match="UTF-8"):
+        make(state_dir, capture, strict=True).identify(user_id)
+
+
 # -- consent levels ----------------------------------------------------------------------------
 
 SESSION_EVENTS = {

@@ -560,3 +560,27 @@ def test_the_timestamp_is_the_uuids_millisecond_in_rfc_3339(at: float) -> None:
             timespec="milliseconds"
         )
         assert iso_timestamp(moment) == expected.replace("+00:00", "Z")
+
+
+class Undecodable(AppEvent):
+    """An app event named from text that was not UTF-8 (os.fsdecode's lone surrogate)."""
+
+    posthog_event = "opened_caf\udce9"
+    seconds: float
+
+
+def test_a_message_encoded_whole_by_the_standard_library_is_built_as_it_would_be(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    """A lone surrogate outside the properties (here the event's name) sends the whole message to
+    the standard library's encoder, whose floats read differently from orjson's (1e-05, not
+    0.00001): the message built from the session's parts must still be that whole encoding."""
+    telemetry = make_telemetry(strict=True)
+    telemetry.register_events(Undecodable)
+    telemetry.emit(Undecodable(seconds=0.00001))
+    [record] = [shorthand.unpack(stored) for stored in stored_records(state_dir)]
+    message = json.loads(record)
+    assert message["event"] == "opened_caf\ufffd"
+    message["event"] = Undecodable.posthog_event  # the message as the mapping holds it, encoded whole
+    assert record == encode(message)
+    assert b'"seconds":1e-05' in record

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -35,6 +36,7 @@ _ILLEGAL_ANY_CASE: Final = frozenset(
 )
 _ILLEGAL_EXACT: Final = frozenset({"[object Object]", "NaN", "None", "none", "null", "0", "undefined"})
 MAX_DISTINCT_ID_LENGTH: Final = 200
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 def illegal_distinct_id_reason(candidate: str) -> str | None:
@@ -44,6 +46,10 @@ def illegal_distinct_id_reason(candidate: str) -> str | None:
         return "an empty id"
     if len(text) > MAX_DISTINCT_ID_LENGTH:
         return f"longer than {MAX_DISTINCT_ID_LENGTH} characters"
+    if _SURROGATE.search(text):
+        # os.fsdecode's stand-in for a byte that is not UTF-8: it can be neither kept in the state
+        # folder nor sent as it is (TELEMETRY_USER_ID refuses it too).
+        return "holds bytes that are not UTF-8 text"
     bare = text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
     if bare.lower() in _ILLEGAL_ANY_CASE or bare in _ILLEGAL_EXACT:
         return f"{text!r} is one of PostHog's reserved ids"
