@@ -9,6 +9,7 @@ through. Nothing is opened, written or started until the first use, and never wh
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import logging
 import os
@@ -60,6 +61,8 @@ OPT_OUT_STOP_TIMEOUT = 15.0
 # milliseconds; a slow disk, more), and how long a fork does.
 START_WAIT_SECONDS = 5.0
 FORK_START_WAIT_SECONDS = 1.0
+# How long lowering the level waits for a batch already on its way before purging.
+PURGE_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -528,7 +531,12 @@ class Analytics:
         consent.save_level(runtime.state.root, name)
         if consent.RANK[name] < consent.RANK[before]:
             self._commit_pending()
-            purged = consent.purge_above(runtime.queue, consent.RANK[name], self._catalog)
+            uploader = self._uploader
+            # Nothing is sent while the purge runs: a batch peeked meanwhile could hold what the
+            # user just withdrew consent for.
+            holding = uploader.holding_back(PURGE_WAIT_SECONDS) if uploader else contextlib.nullcontext()
+            with holding:
+                purged = consent.purge_above(runtime.queue, consent.RANK[name], self._catalog)
             runtime.queue.meta.count_drop(consent.LOWERED_REASON, purged)
 
     def _switch_user(self, user_id: str, properties: Mapping[str, Any] | None) -> None:

@@ -6,20 +6,23 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from analytics import Analytics, AppEvent, Content, Hashed, TelemetryConfig, Text
 from analytics.app_events import EventRegistrationError
+from analytics.delivery.uploader import MAX_BATCH_EVENTS
 from analytics.privacy.identity import load_or_create_identity
 from analytics.sinks.archive import ArchiveRetention, ArchiveSink
-from analytics.testing import CaptureServer
+from analytics.sinks.base import ExportResult
+from analytics.testing import CaptureServer, InMemorySink
 from cli.commands.demo import SimulatedClock, simulate_session
-from tests.conftest import queued_messages
+from tests.conftest import queued_messages, wait_until
 
 TOKEN = "phc_app_events_test"
 
@@ -504,3 +507,42 @@ def test_an_app_events_own_consent_level_decides_where_it_is_sent(
         assert set(names) == sent, level
         assert len(names) == 2 * len(sent), level
         telemetry.shutdown(timeout=5)
+
+
+class SlowSink(InMemorySink):
+    """Delivers in memory; a request takes a moment, as over a network."""
+
+    def export(self, batch: Sequence[bytes], timeout: float) -> ExportResult:
+        time.sleep(0.01)
+        return super().export(batch, timeout)
+
+
+def test_lowering_the_level_sends_nothing_while_it_purges(state_dir: Path) -> None:
+    """The purge reads the whole queue (a second or more after a burst) while the app may be
+    flushing from another thread: a batch that left meanwhile could hold what the user has just
+    withdrawn consent for. Only the batch already on its way when the level changed may go."""
+    sink = SlowSink()
+    telemetry = Analytics(TelemetryConfig.from_env({}, state_dir=state_dir), sink=sink, events=[FileOpened])
+    telemetry.start()
+    for n in range(60_000):
+        telemetry.emit(FileOpened(path=f"/tmp/{n}", size_bytes=n))
+    stop = threading.Event()
+
+    def flush_all_the_time() -> None:
+        while not stop.is_set():
+            telemetry.flush(timeout=0.5)
+
+    flusher = threading.Thread(target=flush_all_the_time)
+    flusher.start()
+    try:
+        assert wait_until(lambda: len(sink.events("file_opened")) > 0)  # delivery is under way
+        sent_before = len(sink.events("file_opened"))
+        telemetry.set_level("error")
+        sent_meanwhile = len(sink.events("file_opened")) - sent_before
+    finally:
+        stop.set()
+        flusher.join()
+    assert sent_meanwhile <= MAX_BATCH_EVENTS
+    telemetry.shutdown(timeout=5)
+    assert len(sink.events("file_opened")) == sent_before + sent_meanwhile  # the rest was purged
+    assert telemetry.status().drops["level_lowered"] > 0

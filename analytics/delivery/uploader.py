@@ -8,13 +8,14 @@ operation. The thread sleeps on an Event: while offline it wakes only when the b
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from analytics.delivery.lease import UploadLease
@@ -132,6 +133,19 @@ class Uploader:
             self._wake.clear()
 
     # -- flush and shutdown ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def holding_back(self, timeout: float) -> Iterator[None]:
+        """No batch leaves this process, or another sharing the queue, while the block runs (a
+        consent purge: a cycle starting meanwhile could send what is about to be purged). A cycle
+        already under way is waited for, up to ``timeout``; the block runs either way."""
+        locked = self._cycle_lock.acquire(timeout=max(0.0, timeout))
+        try:
+            with self._lease.hold():
+                yield
+        finally:
+            if locked:
+                self._cycle_lock.release()
 
     def flush(self, timeout: float) -> bool:
         """Deliver what is queued now, within ``timeout`` seconds. True when the queue is empty and
