@@ -277,3 +277,21 @@ def test_a_background_move_waits_while_the_app_emits_but_never_past_its_limits(t
             queue.move_journal(polite=True)  # (or the background thread's round did it first)
             assert in_queue(folder) == 20, name
         queue.close()
+
+
+def test_a_move_that_outlives_close_never_closes_a_descriptor_twice(tmp_path: Path) -> None:
+    """The background thread's move may finish after close() let go of the segment it moved (its
+    join waits a bounded time): closing the segment's number again would close whatever file the
+    app opened under that number meanwhile."""
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    log = journal.Journal(folder)
+    log.append([b'{"event":"e"}'])
+    [segment] = log.retire()  # the move has read it and is writing it into the queue...
+    log.close()  # ...when shutdown() gives up waiting for it and lets go of the journal
+    apps_file = os.open(tmp_path / "the-apps-own-file", os.O_RDWR | os.O_CREAT, 0o600)
+    assert apps_file == segment.fd  # the lowest free number: the segment's, reused
+    log.moved(segment)  # the move finishes
+    os.fstat(apps_file)  # still open
+    assert not segment.path.exists()  # its records are in the queue: nobody may adopt them again
+    os.close(apps_file)

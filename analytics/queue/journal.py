@@ -76,6 +76,21 @@ class Segment:
     # What this process wrote into it, kept until it moves: the move then reads no file and parses
     # no frame (work that would hold the GIL beside an app that emits). None: read the file.
     records: list[bytes] | None = field(default_factory=list)
+    # The descriptor while open. A move that outlives close() (the background thread, past its
+    # join) and close() itself may both let go of a segment: the one that takes it from here
+    # closes it, once (a second close could hit another file that reused the number).
+    _open: list[int] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self._open.append(self.fd)
+
+    def close_fd(self) -> None:
+        try:
+            fd = self._open.pop()  # atomic: only one caller gets it
+        except IndexError:
+            return
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -217,8 +232,7 @@ class Journal:
         # The descriptors are the parent's (closing our copies keeps the parent's locks: a flock
         # belongs to the open file, which the parent still holds); so is every record in them.
         for segment in [*self._retired, *([self._current] if self._current else [])]:
-            with contextlib.suppress(OSError):
-                os.close(segment.fd)
+            segment.close_fd()
         self._lock = threading.RLock()
         self._current = None
         self._retired = []
@@ -365,8 +379,7 @@ class Journal:
             self._retired.remove(segment)
         with contextlib.suppress(OSError):
             os.unlink(segment.path)
-        with contextlib.suppress(OSError):
-            os.close(segment.fd)
+        segment.close_fd()
 
     def close(self) -> None:
         """Let go of this process's segments. An empty one is removed; one still holding records
@@ -397,8 +410,7 @@ def _let_go(segments: list[Segment]) -> None:
         if not segment.count:
             with contextlib.suppress(OSError):
                 os.unlink(segment.path)
-        with contextlib.suppress(OSError):
-            os.close(segment.fd)
+        segment.close_fd()
 
 
 class Orphan:
