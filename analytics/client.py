@@ -453,7 +453,7 @@ class Analytics:
                         # Let a cycle in flight finish first: nothing may be written after the purge.
                         uploader.stop(timeout=OPT_OUT_STOP_TIMEOUT)
                         uploader.close()
-                    self._close()
+                    self._close(discard=True)
                     state.purge()
                     try:
                         state.write_opt_out("set_enabled(False)\n")
@@ -862,11 +862,11 @@ class Analytics:
             bridge.flush(timeout)
             bridge.close(timeout)
 
-    def _close(self) -> None:
+    def _close(self, *, discard: bool = False) -> None:
         with self._lock:
             runtime, self._runtime = self._runtime, None
         if runtime is not None:
-            runtime.queue.close()
+            runtime.queue.close(discard=discard)
             if runtime.proposals is not None:
                 runtime.proposals.close()
 

@@ -322,3 +322,23 @@ def test_format_1_records_still_read_and_format_2_shortens_what_anonymous_and_ll
     assert shorthand.unpack(stored_by_format_1) == record  # a queue written before the upgrade
     assert shorthand.unpack(shorthand.pack(record)) == record
     assert len(shorthand.pack(record)) <= len(stored_by_format_1) - 70
+
+
+def test_an_emit_racing_a_close_is_kept_but_one_racing_an_opt_out_is_not(state_dir: Path) -> None:
+    """An emit that held the queue when close() ran writes its event straight to the queue file,
+    for the next start. When the close is an opt-out's, the folder is purged next: an event
+    written after that would recreate the queue the user asked to delete, and be sent the day
+    they opt back in."""
+    from analytics.queue import OfflineQueue, QueueBounds
+    from analytics.state import StateFolder
+
+    record = json.dumps({"event": "e", "timestamp": "2026-01-01T00:00:00+00:00"}).encode()
+    for discard in (False, True):
+        folder = StateFolder(state_dir / str(discard))
+        queue = OfflineQueue(folder, QueueBounds(100, 10**9, 1e9))
+        queue.close(discard=discard)
+        if discard:
+            folder.purge()
+        queue.put(record)  # the emit that was already past its checks
+        assert len(queued_messages(folder.root)) == (0 if discard else 1), discard
+        assert not discard or not folder.queue_dir.exists()

@@ -154,6 +154,7 @@ class OfflineQueue:
         self._disk_problem: str | None = None
         self._closed = False
         self._closing = False
+        self._discarded = False
         usable = sqlite_is_safe() and self._ensure_folder()
         self.meta = MetaStore(state.meta_dir if usable else None)
         self._damaged: list[Path] = state.damaged_queues() if usable else []
@@ -281,6 +282,8 @@ class OfflineQueue:
         """An emit that raced with shutdown: it held this queue when close() ran (or waited on the
         lock while close() emptied the buffer). No one would ever read this buffer again, so the
         record goes straight to the queue file, where the next start finds it."""
+        if self._discarded:
+            return  # opted out: the folder is being purged, and this event goes with it
         disk: DiskQueue | None = None
         try:
             disk = DiskQueue(self._state.queue_dir)
@@ -836,10 +839,15 @@ class OfflineQueue:
         self._memory_key -= 1
         return self._memory_key
 
-    def close(self) -> None:
+    def close(self, *, discard: bool = False) -> None:
         """Move the journal and the memory buffer to disk if at all possible; count whatever
-        cannot be (a journal segment that cannot be moved stays on disk for the next start)."""
+        cannot be (a journal segment that cannot be moved stays on disk for the next start).
+
+        ``discard``: the user opted out and the folder is about to be purged. An emit racing this
+        close then keeps nothing: written after the purge, it would recreate the queue it deleted.
+        """
         with self._lock:
+            self._discarded = discard
             self._closing = True  # an emit racing this close must not start another mover
             mover, self._mover = self._mover, None
         if mover is not None:
