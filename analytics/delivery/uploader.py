@@ -86,7 +86,6 @@ class Uploader:
         self._thread: threading.Thread | None = None
         self._attempt = 0
         self._not_before = 0.0  # monotonic time before which the sink is not asked again
-        self._background = False
         self._dead_lettered = 0  # events this process set aside as dead letters
         self._pid = os.getpid()
         _forget_thread_in_child(self)
@@ -210,7 +209,6 @@ class Uploader:
         it emits); an explicit flush or replay goes as fast as it can. Either deletes a delivered
         batch in one transaction: no emit() waits for SQLite's lock (it appends to the journal).
         """
-        self._background = background
         now = time.monotonic()
         deadline = now + max(0.0, timeout)
         if now < self._not_before:
@@ -232,20 +230,22 @@ class Uploader:
                     return CycleResult(Step.BUSY)
                 # No usable lease file means no usable folder: send what this process holds in
                 # memory (no other process can see it), or it would be lost at exit.
-                batch = self._next_batch(max_events, memory_only=ours is None)
+                batch = self._next_batch(max_events, memory_only=ours is None, background=background)
                 if not batch:
                     return CycleResult(Step.EMPTY)
                 return self._deliver(batch, deadline)
         finally:
             self._cycle_lock.release()
 
-    def _next_batch(self, max_events: int, *, memory_only: bool = False) -> list[tuple[int, bytes]]:
+    def _next_batch(
+        self, max_events: int, *, memory_only: bool = False, background: bool = False
+    ) -> list[tuple[int, bytes]]:
         batch: list[tuple[int, bytes]] = []
         size = 0
         stale: list[int] = []
         cutoff = self._clock() - self._max_age
         records = self._queue.peek(
-            min(max_events, MAX_BATCH_EVENTS), memory_only=memory_only, background=self._background
+            min(max_events, MAX_BATCH_EVENTS), memory_only=memory_only, background=background
         )
         # Records come oldest first: when the oldest is young enough, so is the rest of the batch.
         oldest = record_timestamp(records[0][1]) if records else None

@@ -436,9 +436,7 @@ class OfflineQueue:
         """
         journal = self._journal
         if polite and journal is not None and self._journal_may_wait(journal):
-            if enforce:
-                self.enforce_bounds()
-            return 0
+            return 0  # the app is emitting: the bounds are kept after the move that follows
         disk = self._checked_disk() if journal is not None and journal.pending else self._disk
         if journal is None or disk is None or not journal.pending:
             if enforce and disk is not None:
@@ -470,11 +468,6 @@ class OfflineQueue:
         """Records this process journaled and has not moved into the queue yet."""
         journal = self._journal
         return journal.pending if journal is not None else 0
-
-    def journal_may_wait(self) -> bool:
-        """Whether a background move should wait: the app is emitting (see MoveDeferral)."""
-        journal = self._journal
-        return journal is not None and self._journal_may_wait(journal)
 
     def _journal_may_wait(self, journal: Journal) -> bool:
         deferral = self._move_deferral
@@ -928,10 +921,9 @@ class JournalMover:
             try:
                 if self._queue.adopt_due():
                     self._queue.adopt_orphans(polite=True)
-                if self._queue.journal_may_wait():
-                    continue  # the app is emitting: the next round (or a full segment) looks again
-                self._queue.move_journal(enforce=True, polite=True)
-                if self._queue.journal_backlog():
+                # Waits while the app emits: the next round (or a full segment) looks again.
+                moved = self._queue.move_journal(enforce=True, polite=True)
+                if moved and self._queue.journal_backlog():
                     self._wake.set()  # a round's budget ran out behind a fast producer: go on
             except Exception:  # the thread must outlive any bug; what stays journaled is durable
                 logger.exception("telemetry journal move failed")

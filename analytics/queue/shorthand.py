@@ -12,8 +12,9 @@ from typing import Final
 # Records are stored in a shorthand: the long runs every message repeats (its envelope's keys, the
 # constant tail of its properties) become single control bytes. JSON never contains a raw control
 # byte (encoders escape them in strings), so the substitution is exactly reversible. A 530-byte
-# ChatTurn is stored in ~350 (SPEC 10: <= 600 bytes on disk per event) for ~3 µs on the append;
-# zlib against a preset dictionary stored less but cost 7 µs of emit()'s 50. A stored record starts
+# ChatTurn is stored in ~350 (SPEC 10: <= 600 bytes on disk per event), and emit() builds that form
+# from parts it encoded once (mapping.Envelope); zlib against a preset dictionary stored less but
+# cost 7 µs of emit()'s 50. A stored record starts
 # with b"\x00" and a format version; plain JSON (b"{") reads as it is, so older queues stay valid.
 SHORTHAND_V1: Final = (
     b',"schema_version":1,"$lib":"analytics-telemetry","$lib_version":"',
