@@ -627,7 +627,9 @@ class Analytics:
         at: float | None = None,
         runtime: _Runtime | None = None,
     ) -> None:
-        runtime = runtime or self._runtime or self._ensure_runtime()
+        runtime = runtime or self._runtime_to_write()
+        if runtime is None:
+            return
         when = self._clock() if at is None else at
         record = self._map(runtime, domain_event, when, session_id)
         if record is not None:
@@ -656,7 +658,9 @@ class Analytics:
         """Group commit: map every handed-over event, then write them in one transaction. One event
         that cannot be mapped costs only itself, never its window."""
         with guard("group commit"):
-            self._append_window(self._runtime or self._ensure_runtime(), items)
+            runtime = self._runtime_to_write()
+            if runtime is not None:
+                self._append_window(runtime, items)
 
     def _append_window(self, runtime: _Runtime, items: list[tuple[ev.DomainEvent, float]]) -> None:
         records: list[bytes] = []
@@ -688,8 +692,9 @@ class Analytics:
         return event
 
     def _refuse(self, reason: str, event_name: str, detail: str) -> None:
-        runtime = self._runtime or self._ensure_runtime()
-        runtime.queue.meta.count_drop(reason)
+        runtime = self._runtime_to_write()
+        if runtime is not None:
+            runtime.queue.meta.count_drop(reason)
         if (reason, event_name) not in self._logged_refusals:
             self._logged_refusals.add((reason, event_name))
             logger.warning("telemetry event not sent (%s): %s", reason, detail)
@@ -724,12 +729,24 @@ class Analytics:
         return found
 
     def _ensure_runtime(self) -> _Runtime:
+        runtime = self._runtime_to_write(opted_out_too=True)
+        assert runtime is not None
+        return runtime
 
+    def _runtime_to_write(self, *, opted_out_too: bool = False) -> _Runtime | None:
+        """The runtime, built on first use; None for an emit that an opt-out overtook (it checked
+        ``enabled`` before the purge): a runtime built after the purge would bring back the
+        identity, the queue and this very event, to be sent the day the user opts back in."""
+        runtime = self._runtime
+        if runtime is not None:
+            return runtime
         starter = self._starter
         if starter is not None and starter is not threading.current_thread():
             self._session_begun.wait(START_WAIT_SECONDS)  # start() just returned: SessionStart first
-        with self._lock:
+        with self._lock:  # set_enabled(False) turns off and purges under it
             if self._runtime is None:
+                if not (self._enabled or opted_out_too):
+                    return None
                 self._runtime = self._build_runtime()
             return self._runtime
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -170,3 +171,34 @@ def test_a_shutdown_before_start_s_thread_began_the_session_does_not_end_it(tmp_
         found = {(m["uuid"], m["event"]) for m in archived_messages(state) + queued_messages(state)}
         names = sorted(name for _uuid, name in found)
         assert names.count("session_ended") == names.count("session_started") <= 1, (attempt, names)
+
+
+def test_an_emit_that_an_opt_out_overtakes_writes_nothing_after_the_purge(
+    make_telemetry: MakeTelemetry, state_dir: Path
+) -> None:
+    # An emit checks that telemetry is on, then validates its payload, then appends. An opt-out
+    # from another thread that lands in between has closed the queue and purged the folder: the
+    # emit must not build a fresh queue (identity, queue file, journal) and store its event there,
+    # to be sent the day the user opts back in.
+    telemetry = make_telemetry()
+    telemetry.emit(events.ToolCall(tool_name="before", duration_ms=1, success=True))
+
+    fields = {"tool_name": "raced", "duration_ms": 1, "success": True}
+
+    class OptOutWhileRead(Mapping[str, object]):
+        def __iter__(self) -> Iterator[str]:  # the payload is being read: another thread opts out
+            opting_out = threading.Thread(target=telemetry.set_enabled, args=(False,))
+            opting_out.start()
+            opting_out.join()
+            return iter(fields)
+
+        def __getitem__(self, key: str) -> object:
+            return fields[key]
+
+        def __len__(self) -> int:
+            return len(fields)
+
+    payload = OptOutWhileRead()
+    telemetry.emit("ToolCall", payload)
+    assert not telemetry.enabled
+    assert sorted(p.name for p in state_dir.iterdir()) == ["opted-out"]
