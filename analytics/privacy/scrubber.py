@@ -18,7 +18,7 @@ import getpass
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -84,8 +84,10 @@ _RUN_SEED: Final = b"a" * 12
 _SEGMENT_TABLE: Final = bytes(
     ord("a") if byte in _TOKEN_CHARS and byte not in b".~" else ord(" ") for byte in range(256)
 )
+# Upper case letters are "Q" in the number map: no token word is spelled with the map's letters
+# (see _find_marks, which searches both maps at once).
 _NUM_TABLE: Final = bytes(
-    ord("0") if 48 <= byte <= 57 else ord("A") if 65 <= byte <= 90 else byte if byte in b" .-" else ord("x")
+    ord("0") if 48 <= byte <= 57 else ord("Q") if 65 <= byte <= 90 else byte if byte in b" .-" else ord("x")
     for byte in range(256)
 )
 _MIN_SCAN: Final = 7
@@ -139,35 +141,55 @@ _TOKEN_WORDS: Final = tuple(
         | {trigger for trigger, _ in _URL_RULES}
     )
 )
-_TOKEN_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_TOKEN_WORDS, implementation=_DFA)
 # In the number map: ".0.0." (an IPv4 address's middle: groups of one to three digits), two
-# groups of four digits (a card), "AA00" (an IBAN's country and check digits), spelled out as
+# groups of four digits (a card), "QQ00" (an IBAN's country and check digits), spelled out as
 # words so that one automaton pass finds them all (three regex scans cost four times as much).
 _IPV4_HINTS: Final = frozenset(
     b"." + b"0" * first + b"." + b"0" * second + b"." for first in (1, 2, 3) for second in (1, 2, 3)
 )
 _CARD_HINTS: Final = frozenset({b"0000 0000", b"0000-0000", b"00000000"})
-_IBAN_HINT: Final = b"AA00"
+_IBAN_HINT: Final = b"QQ00"
 _NUMBER_WORDS: Final = (*sorted(_IPV4_HINTS), *sorted(_CARD_HINTS), _IBAN_HINT)
-_FIRST_CARD_HINT: Final = len(_IPV4_HINTS)
-_IBAN_HINT_INDEX: Final = len(_IPV4_HINTS) + len(_CARD_HINTS)
-_NUMBER_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_NUMBER_WORDS, implementation=_DFA)
+# One automaton for both maps: the folded text and the number map are searched as one haystack,
+# joined by a line end that no word holds. An automaton's pass costs 15-30 instructions a byte
+# whatever it looks for, and a call of its own per map cost a third more than one call for two.
+_FIRST_NUMBER_WORD: Final = len(_TOKEN_WORDS)
+_FIRST_CARD_HINT: Final = _FIRST_NUMBER_WORD + len(_IPV4_HINTS)
+_IBAN_HINT_INDEX: Final = _FIRST_CARD_HINT + len(_CARD_HINTS)
+_MARK_WORDS: Final = (*_TOKEN_WORDS, *_NUMBER_WORDS)
+_MARK_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_MARK_WORDS, implementation=_DFA)
 
 
-def _find_number_hints(numbers: bytes) -> tuple[list[int], list[tuple[int, int]], list[int]]:
+@dataclass(frozen=True)
+class _NumberHints:
     """Where IPv4 addresses, cards and IBANs may be, as a left-to-right scan finds them: a hint
     inside the one before is left out (each kind's hints have one length per start)."""
+
+    ipv4: list[int]
+    cards: list[tuple[int, int]]
+    ibans: list[int]
+
+
+def _find_marks(folded: bytes, numbers: bytes) -> tuple[_Words, _NumberHints]:
+    """Where each token word starts in the folded text, and the number hints of the number map."""
+    places: _Words = {}
     ipv4: list[tuple[int, int]] = []
     cards: list[tuple[int, int]] = []
     ibans: list[int] = []
-    for index, start, end in _NUMBER_FINDER.find_matches_as_indexes(numbers, overlapping=True):
-        if index < _FIRST_CARD_HINT:
-            ipv4.append((start, end))
+    offset = len(folded) + 1
+    for index, start, end in _MARK_FINDER.find_matches_as_indexes(folded + b"\n" + numbers, overlapping=True):
+        if index < _FIRST_NUMBER_WORD:
+            if start < offset:  # (no token word is spelled with the number map's bytes anyway)
+                places.setdefault(_MARK_WORDS[index], []).append(start)
+        elif start < offset:
+            continue  # "10.0.0.1" spells a number word in the folded text too
+        elif index < _FIRST_CARD_HINT:
+            ipv4.append((start - offset, end - offset))
         elif index < _IBAN_HINT_INDEX:
-            cards.append((start, end))
+            cards.append((start - offset, end - offset))
         else:
-            ibans.append(start)
-    return [start for start, _ in _leftmost_first(ipv4)], _leftmost_first(cards), ibans
+            ibans.append(start - offset)
+    return places, _NumberHints([start for start, _ in _leftmost_first(ipv4)], _leftmost_first(cards), ibans)
 
 
 def _leftmost_first(hints: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -185,13 +207,6 @@ def _leftmost_first(hints: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 # Where each word of an automaton starts, in order, overlapping ones included.
 _Words = dict[bytes, list[int]]
-
-
-def _find_token_words(folded: bytes) -> _Words:
-    found: _Words = {}
-    for index, start, _end in _TOKEN_FINDER.find_matches_as_indexes(folded, overlapping=True):
-        found.setdefault(_TOKEN_WORDS[index], []).append(start)
-    return found
 
 
 _SPACE: Final = ord(" ")
@@ -230,7 +245,9 @@ def _looks_random(candidate: str, quoted: bool) -> bool:
     return shannon_entropy(body) >= 4.2
 
 
-def _scan_spans(text: str, folded: bytes, places: _Words, spans: list[Span]) -> None:
+def _scan_spans(
+    text: str, folded: bytes, numbers: bytes, places: _Words, hints: _NumberHints, spans: list[Span]
+) -> None:
     for infix, compiled in _INFIXES:
         after = 0
         for at in places.get(infix, ()):
@@ -240,14 +257,12 @@ def _scan_spans(text: str, folded: bytes, places: _Words, spans: list[Span]) -> 
     runs = folded.translate(_RUN_TABLE)
     claimed = _claim_runs_by_prefix(text, runs, places, spans)
     _claim_long_runs(text, folded, runs, claimed, spans)
-    numbers = folded.translate(_NUM_TABLE)
-    ipv4_hints, card_hints, iban_hints = _find_number_hints(numbers)
-    if ipv4_hints:
-        _ipv4_spans(text, numbers, ipv4_hints, spans)
-    if card_hints:
-        _card_spans(text, numbers, card_hints, spans)
-    if iban_hints:
-        _iban_spans(text, iban_hints, spans)
+    if hints.ipv4:
+        _ipv4_spans(text, numbers, hints.ipv4, spans)
+    if hints.cards:
+        _card_spans(text, numbers, hints.cards, spans)
+    if hints.ibans:
+        _iban_spans(text, hints.ibans, spans)
 
 
 def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Span]) -> set[int]:
@@ -495,9 +510,15 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
 
     Most names with a stem in a log are prose ("token validation failed", "passed in 0.4s"):
     what follows them cannot give them a value, which a few tests of single characters tell
-    (a superset of what _assignment_at accepts) before the name is even sliced out."""
+    (a superset of what _assignment_at accepts) before the name is even sliced out. The
+    characters are read from ``lowered`` as numbers: a method call or a slice costs twenty
+    times as much here, and there are dozens of names per KB of a log."""
     names = lowered.translate(_NAME_TABLE)
     length = len(text)
+    # A name given no value still matters after "==" or "!=" ("value" == password) or in an
+    # XML element (<password>...). Whether the text could hold either is asked once.
+    compared = b"==" in lowered or b"!=" in lowered
+    tagged = b"<" in lowered
     found: list[tuple[int, int, int, str, str, bool]] = []
     for word, starts in words.items():
         if word not in _NAME_WORDS:
@@ -506,28 +527,33 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
         for at in starts:
             # A name with two stems is looked at twice here (cheaper than remembering every
             # name), and once below.
-            at += last
-            begin = names.rfind(b" ", 0, at) + 1
-            end = names.find(b" ", at)
+            end = names.find(b" ", at + last)
             if end < 0:
                 end = length
-            while text[end - 1] == ".":  # stops at the word, which ends with a letter
+            while lowered[end - 1] == _DOT:  # stops at the word, which ends with a letter
                 end -= 1  # "...the token." ends a sentence
-            after = text[end : end + 1]
-            if after == " " or after == "\t":
+            follows = _FOLLOWS_A_NAME[lowered[end]] if end < length else _NO_VALUE
+            if follows == _VALUE:
+                assignable = True  # a closing quote or bracket, an operator
+            elif follows == _BLANK:
                 # After blanks: an operator or a quote, or anything for a command-line flag.
                 rest = end + 1
-                while rest < length and text[rest] in " \t":
+                while rest < length and (lowered[rest] == _SPACE or lowered[rest] == _TAB):
                     rest += 1
-                assignable = text[begin] == "-" or (rest < length and text[rest] in _OPERATOR_OR_QUOTE)
+                then = _FOLLOWS_BLANKS[lowered[rest]] if rest < length else _NO_VALUE
+                assignable = then == _VALUE or (then == _NOT_ASCII_OR_QUESTION and text[rest] == "?")
+            elif follows == _NOT_ASCII_OR_QUESTION:
+                assignable = text[end] == "?"  # "?=", or a letter of another script
             else:
-                assignable = after in _AFTER_A_NAME  # a closing quote or bracket, an operator
-            if (
-                not assignable
-                and lowered.find(b"=", begin - 4 if begin > 4 else 0, begin) < 0
-                and not (after == ">" and begin > 0 and text[begin - 1] == "<")
-            ):
-                continue  # no value, no reversed comparison ("value" == name), no XML element
+                assignable = False
+            # Where the name starts: most often at the stem itself.
+            begin = at if at == 0 or names[at - 1] == _SPACE else names.rfind(b" ", 0, at) + 1
+            if not assignable and follows == _BLANK:
+                assignable = lowered[begin] == _DASH  # a command-line flag: --password s3cret
+            if not assignable:
+                tag = tagged and follows == _TAG_END and begin > 0 and lowered[begin - 1] == _TAG_START
+                if not (tag or (compared and _EQUALS in lowered[begin - 4 if begin > 4 else 0 : begin])):
+                    continue  # no value, no reversed comparison ("value" == name), no XML element
             name = text[begin:end]
             kind = _name_kind(name)
             if kind is not None:  # most names with a stem hold none: "tokens", "passed", "monkeypatch"
@@ -618,6 +644,27 @@ _CLOSERS: Final = "\\\"'`[]"
 _OPERATOR_OR_QUOTE: Final = ":=!?+\"'`@\\"
 # What may come right after a name given a value, blanks aside: a closer, an operator or a quote.
 _AFTER_A_NAME: Final = frozenset(_CLOSERS + _OPERATOR_OR_QUOTE)
+# The same as numbers, for the bytes of the lowered text, where a character outside ASCII is "?".
+_DOT: Final = ord(".")
+_TAB: Final = ord("\t")
+_DASH: Final = ord("-")
+_TAG_START: Final = ord("<")
+_EQUALS: Final = ord("=")
+_NO_VALUE, _VALUE, _BLANK, _NOT_ASCII_OR_QUESTION, _TAG_END = range(5)
+
+
+def _follows_table(values: str) -> bytes:
+    kinds = bytearray(_NO_VALUE for _ in range(256))
+    for char in values:
+        kinds[ord(char)] = _VALUE
+    kinds[ord(" ")] = kinds[_TAB] = _BLANK
+    kinds[ord("?")] = _NOT_ASCII_OR_QUESTION
+    kinds[ord(">")] = _TAG_END
+    return bytes(kinds)
+
+
+_FOLLOWS_A_NAME: Final = _follows_table(_CLOSERS + _OPERATOR_OR_QUOTE)
+_FOLLOWS_BLANKS: Final = _follows_table(_OPERATOR_OR_QUOTE)
 
 
 def _authorization_value(text: str, start: int, quoted_end: int | None, spans: list[Span]) -> None:
@@ -765,8 +812,24 @@ def _private_key_spans(text: str, spans: list[Span]) -> None:
             offset += len(line) + 1
 
 
-def _email_spans(text: str, spans: list[Span]) -> None:
-    for found in _EMAIL_DOMAIN_RE.finditer(text):
+def _matches_at_marks(
+    regex: re.Pattern[str], text: str, folded: bytes, mark: bytes
+) -> Iterator[re.Match[str]]:
+    """What ``regex.finditer(text)`` finds, for a regex whose every match starts with ``mark``:
+    C's find jumps from one mark to the next (a regex's own scan for its first character costs
+    six to eight instructions a character, and the marks are few)."""
+    at = folded.find(mark)
+    while at >= 0:
+        found = regex.match(text, at)
+        if found:
+            yield found
+            at = folded.find(mark, found.end())
+        else:
+            at = folded.find(mark, at + 1)
+
+
+def _email_spans(text: str, folded: bytes, spans: list[Span]) -> None:
+    for found in _matches_at_marks(_EMAIL_DOMAIN_RE, text, folded, b"@"):
         at = found.start()
         begin = at
         while begin > 0 and at - begin < 64 and text[begin - 1] in _LOCAL_CHARS:
@@ -799,6 +862,8 @@ def _ipv4_spans(text: str, numbers: bytes, hints: list[int], spans: list[Span]) 
         begin = at
         while begin > 0 and at - begin < 3 and numbers[begin - 1] == _DIGIT:
             begin -= 1
+        if text.startswith(_KEPT_IPS, begin):
+            continue  # loopback and the like (a hint inside an address can match nothing)
         found = _IPV4_RE.match(text, begin)
         if found:
             done = found.end()
@@ -826,7 +891,7 @@ def _card_spans(text: str, numbers: bytes, hints: list[tuple[int, int]], spans: 
 
 
 def _iban_spans(text: str, hints: list[int], spans: list[Span]) -> None:
-    """An IBAN at each "AA00" of the number map, which is where its country code starts."""
+    """An IBAN at each "QQ00" of the number map, which is where its country code starts."""
     done = 0
     for at in hints:
         if at < done:
@@ -845,8 +910,8 @@ def _is_version(text: str, at: int) -> bool:
     return _VERSION_BEFORE_RE.search(text, max(0, at - 16), at) is not None
 
 
-def _phone_spans(text: str, spans: list[Span]) -> None:
-    for found in _PHONE_RE.finditer(text):
+def _phone_spans(text: str, folded: bytes, spans: list[Span]) -> None:
+    for found in _matches_at_marks(_PHONE_RE, text, folded, b"+"):
         before = text[found.start() - 1 : found.start()]
         if before and (before.isalnum() or before in "_+"):
             continue
@@ -991,7 +1056,8 @@ class Scrubber:
         # Pass 1: what a token's own shape gives away, before names and words are looked at.
         spans: list[Span] = []
         folded = text.encode("ascii", "replace")
-        places = _find_token_words(folded)
+        numbers = folded.translate(_NUM_TABLE)
+        places, hints = _find_marks(folded, numbers)
         if any(marker in places for marker in _KEY_BLOCK_MARKERS):
             _private_key_spans(text, spans)
         if _URL_MARKER in places:
@@ -1004,9 +1070,8 @@ class Scrubber:
                 if trigger in places:
                     spans.extend((found.start(), found.end(), SECRET) for found in regex.finditer(text))
         if len(text) >= _MIN_SCAN:
-            _scan_spans(text, folded, places, spans)
-        if b"+" in folded:
-            _phone_spans(text, spans)
+            _scan_spans(text, folded, numbers, places, hints, spans)
+        _phone_spans(text, folded, spans)
         if b":" in folded:
             _ipv6_spans(text, spans)
         if spans:
@@ -1019,8 +1084,7 @@ class Scrubber:
         words = _find_words(lowered)
         _assignment_spans(text, lowered, words, spans)
         _bare_scheme_spans(text, words, spans)
-        if b"@" in folded:
-            _email_spans(text, spans)
+        _email_spans(text, folded, spans)
         if spans:
             text = _apply(text, spans)
             lowered = text.encode("ascii", "replace").lower()
