@@ -588,9 +588,11 @@ def _assignment_at(
     what follows the name can give it a value (a closing quote or bracket; after blanks an
     operator, a quote or "@", or for a command-line flag anything). Prose ("the token is
     expired") fails there, before any regex runs."""
-    before = text[max(0, begin - 4) : begin].rstrip()
+    before = text[begin - 4 if begin > 4 else 0 : begin]
     reversed_value = (
-        _REVERSED_RE.search(text, max(0, begin - 200), begin) if before.endswith(("==", "!=")) else None
+        _REVERSED_RE.search(text, max(0, begin - 200), begin)
+        if "=" in before and before.rstrip().endswith(("==", "!="))
+        else None
     )
     if reversed_value and kind != "key":
         spans.append((reversed_value.start("value"), reversed_value.end("value"), SECRET))
@@ -607,13 +609,18 @@ def _assignment_at(
         found = _QUOTED_STATEMENT_RE.match(text, end) or found
     if found is None:
         return
-    op = found.group("op") if found.re is _ASSIGN_RE else None
-    quoted = found.group("q") is not None
-    value = found.group("quoted") if quoted else found.group("bare")
-    value_start = found.start("quoted") if quoted else found.start("bare")
+    if found.re is _ASSIGN_RE:
+        op, quote, value, gap = found.group("op", "q", "quoted", "gap")
+    else:
+        op = None
+        quote, value, gap = found.group("q", "quoted", "gap")
+    quoted = quote is not None
+    if not quoted:
+        value = found.group("bare")
+    value_start = found.start("quoted" if quoted else "bare")
     if op is None:
         after = text[found.end() : found.end() + 1]
-        cli_flag = name.startswith("-") and bool(found.group("gap"))
+        cli_flag = name.startswith("-") and bool(gap)
         if not (quoted and after == ";") and not cli_flag:
             return
     if not value:
