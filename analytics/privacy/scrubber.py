@@ -211,7 +211,10 @@ _Words = dict[bytes, list[int]]
 
 _SPACE: Final = ord(" ")
 _DIGIT: Final = ord("0")
-_LONG_SEED: Final = b"a" * 20
+# The shortest run the entropy fallback can call random, and the shortest start of Discord's
+# format (the one-character heads'): runs shorter than this are not visited (see _claim_long_runs).
+_LONG_RUN: Final = 24
+_LONG_SEED: Final = b"a" * _LONG_RUN
 _HEX_DIGITS: Final = "0123456789abcdefABCDEF"
 _QUOTES: Final = frozenset("\"'`")
 _HAS_DIGIT_RE: Final = re.compile(r"\d")
@@ -284,13 +287,15 @@ def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Sp
 
 def _claim_long_runs(text: str, folded: bytes, runs: bytes, claimed: set[int], spans: list[Span]) -> None:
     """Runs long enough for a one-character head's format or the entropy fallback: runs under
-    20 characters (most words, names and paths) are not visited, except where a non-ASCII
+    24 characters (most words, names and paths) are not visited, except where a non-ASCII
     character ends one (see _claim_runs_before_non_ascii).
 
-    The search is for 20 token characters without a dot or a tilde (a segment): a run with
+    The search is for 24 token characters without a dot or a tilde (a segment): a run with
     one is a module path, a file name or a version, never random (see _looks_random), and
     half the long runs of a log. Only a one-character head's format is tried on such a run,
-    at its start, and the format (Discord's) begins with 24 characters of [\\w-]: a segment."""
+    at its start, and the format (Discord's) begins with 24 characters of [\\w-]: a segment.
+    The entropy fallback needs 24 characters too (32 for hex), so a shorter segment could
+    only be looked at to be let go."""
     length = len(text)
     segments = folded.translate(_SEGMENT_TABLE)
     seed = _LONG_SEED
@@ -322,20 +327,20 @@ def _claim_runs_before_non_ascii(
     text: str, folded: bytes, runs: bytes, claimed: set[int], spans: list[Span]
 ) -> None:
     """A pattern's ``\\w`` also matches non-ASCII letters, which are not token characters, so a
-    one-character head's format may reach past a run of 12 to 19 that such a letter ends.
+    one-character head's format may reach past a run of 12 to 23 that such a letter ends.
     Non-ASCII characters are "?" in the folded text (C finds those faster than a regex)."""
     end = folded.find(b"?")
     while end >= 0:
         if end and runs[end - 1] != _SPACE and not text[end].isascii():
             at = runs.rfind(b" ", 0, end) + 1
             single = text[at] in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
-            if single and 12 <= end - at < 20 and at not in claimed:
+            if single and 12 <= end - at < _LONG_RUN and at not in claimed:
                 _claim_prefix(text, at, _BY_HEAD[text[at]], spans)
         end = folded.find(b"?", end + 1)
 
 
 def _random_run(text: str, at: int, end: int, spans: list[Span]) -> None:
-    """The entropy fallback for a run of 20 or more, without dots, that no format claimed."""
+    """The entropy fallback for a run of 24 or more, without dots, that no format claimed."""
     body_end = end
     while end < len(text) and text[end] == "=":
         end += 1
