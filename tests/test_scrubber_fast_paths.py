@@ -8,8 +8,13 @@ leave them to the full rule, which scrubs them.
 
 from __future__ import annotations
 
-import pytest
+import string
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analytics.privacy import scrubber
 from analytics.privacy.scrubber import Scrubber
 
 BOB = Scrubber(home="/home/bob", user_name="bob", host_name="bobs-laptop.local")
@@ -105,3 +110,49 @@ def test_random_runs_without_dots_are_still_caught_and_ids_are_not() -> None:
         BOB.scrub_text("sha 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b")
         == "sha 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
     )
+
+
+# A segment: the token characters a long run is searched for (no dot, no tilde).
+_SEGMENT_CHARS = string.ascii_letters + string.digits + "_-+/"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_SEGMENT_CHARS, max_size=scrubber._LONG_RUN - 1), st.booleans())
+def test_no_run_shorter_than_the_long_run_is_random(body: str, quoted: bool) -> None:
+    # Long runs are searched from _LONG_RUN characters on: the entropy fallback must never
+    # call a shorter one random, or the search would skip secrets it should see.
+    assert not scrubber._looks_random(body, quoted)
+    assert not scrubber._looks_random(body + "==", quoted)
+
+
+def test_the_long_run_length_is_where_random_runs_start_to_be_caught() -> None:
+    assert BOB.scrub_text("x 9fQ2xLp7Rt4Wm8Zk3Hv6Nb1Y y") == "x <secret> y"  # 24
+    assert BOB.scrub_text("x 9fQ2xLp7Rt4Wm8Zk3Hv6Nb1 y") == "x 9fQ2xLp7Rt4Wm8Zk3Hv6Nb1 y"  # 23
+
+
+def test_a_one_character_heads_format_is_tried_where_a_non_ascii_letter_ends_a_short_run() -> None:
+    # Discord's format begins with 24 [\w-], and \w takes non-ASCII letters: here the run of
+    # token characters is 22 long, under the long run length, and the letters finish it.
+    token = "Ma1B2c3D4e5F6g7H8i9J0k" + "ééé" + ".Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs"
+    assert BOB.scrub_text(f"bot {token} ready") == "bot <secret> ready"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab1 .-+@()é\u00e9\u2022x5", max_size=60))
+def test_regexes_started_at_their_marks_find_what_a_scan_finds(text: str) -> None:
+    folded = text.encode("ascii", "replace")
+    for regex, mark in ((scrubber._EMAIL_DOMAIN_RE, b"@"), (scrubber._PHONE_RE, b"+")):
+        found = [match.span() for match in scrubber._matches_at_marks(regex, text, folded, mark)]
+        assert found == [match.span() for match in regex.finditer(text)]
+
+
+def test_number_words_spelled_in_the_text_itself_are_not_hints() -> None:
+    # The text and its number map are searched in one pass: "10.0.0.1" spells an IPv4 hint in
+    # the text too, and "QQ00" the IBAN hint of the map; only the map's hints count.
+    assert BOB.scrub_text("at 10.0.0.1:80") == "at <ip>:80"
+    assert BOB.scrub_text("QQ00 and AA00 and QQ00 0000") == "QQ00 and AA00 and QQ00 0000"
+    assert BOB.scrub_text("pay DE89 3704 0044 0532 0130 00 now") == "pay <iban> now"
+    folded = b"QQ00 0000 0000 10.0.0.1"
+    _places, hints = scrubber._find_marks(folded, folded.translate(scrubber._NUM_TABLE))
+    # Each hint once, where the map has it: the text's own spellings of the same words add none.
+    assert (hints.ipv4, hints.cards, hints.ibans) == ([17], [(5, 14)], [0])
