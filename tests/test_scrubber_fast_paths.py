@@ -9,12 +9,14 @@ leave them to the full rule, which scrubs them.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analytics.privacy import scrubber
+from analytics.privacy import secret_rules as rules
 from analytics.privacy.scrubber import Scrubber
 
 BOB = Scrubber(home="/home/bob", user_name="bob", host_name="bobs-laptop.local")
@@ -156,3 +158,52 @@ def test_number_words_spelled_in_the_text_itself_are_not_hints() -> None:
     _places, hints = scrubber._find_marks(folded, folded.translate(scrubber._NUM_TABLE))
     # Each hint once, where the map has it: the text's own spellings of the same words add none.
     assert (hints.ipv4, hints.cards, hints.ibans) == ([17], [(5, 14)], [0])
+
+
+_NAME_PARTS = sorted(
+    {
+        *rules.SECRET_HOLDER_NAMES,
+        *rules.STRONG_NAME_PARTS,
+        *rules.SECRET_SEGMENTS,
+        *rules.KEY_SEGMENTS,
+        *rules.NOT_SECRET_KEY_KINDS,
+        *("value", "str", "string", "url", "db", "api", "my", "x", "conn", "connection", "auth", "monkey"),
+    }
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(st.sampled_from(_NAME_PARTS), min_size=1, max_size=4),
+    st.sampled_from(["_", "-", ".", ""]),
+    st.sampled_from([str.lower, str.upper, str.capitalize]),
+)
+def test_every_name_that_names_a_secret_holds_a_stem_the_pass_looks_for(
+    parts: list[str], separator: str, case: Callable[[str], str]
+) -> None:
+    # The secret-name pass only looks at names around its stems ("pass", "token", "conn_str"...):
+    # a name the rules call secret without one would never be looked at.
+    name = separator.join(case(part) for part in parts)
+    if scrubber._name_kind(name) is not None:
+        assert scrubber._first_stem(name) is not None, name
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Names the rules call secret that no stem used to reach: they were never looked at.
+        ("contrasena=hunter2", "contrasena=<secret>"),
+        ("Contraseña: hunter2", "Contraseña: <secret>"),
+        ("DATABASEURL=postgres://u:p@db/app", "DATABASEURL=<secret>"),
+        ("database-url: mysql://db/app?x=1", "database-url: <secret>"),
+        # A name going on with letters of another script is one name, not cut where they start.
+        ("tokenñ=abc123def", "tokenñ=<secret>"),
+        ("la contraseña es incorrecta", "la contraseña es incorrecta"),
+        # A connection string's names are found without "conn", which is prose in a log.
+        ("DB_CONN_STR=Server=db;Password=abc123", "DB_CONN_STR=<secret>;Password=<secret>"),
+        ('connectionString: "Server=db;User=sa;Password=Secr3t!"', 'connectionString: "<secret>"'),
+        ("connection: keep-alive", "connection: keep-alive"),
+    ],
+)
+def test_names_outside_the_common_stems_are_found(text: str, expected: str) -> None:
+    assert BOB.scrub_text(text) == expected

@@ -18,6 +18,7 @@ import getpass
 import ipaddress
 import os
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -172,7 +173,7 @@ class _NumberHints:
 
 def _find_marks(folded: bytes, numbers: bytes) -> tuple[_Words, _NumberHints]:
     """Where each token word starts in the folded text, and the number hints of the number map."""
-    places: _Words = {}
+    places: _Words = defaultdict(list)
     ipv4: list[tuple[int, int]] = []
     cards: list[tuple[int, int]] = []
     ibans: list[int] = []
@@ -180,7 +181,7 @@ def _find_marks(folded: bytes, numbers: bytes) -> tuple[_Words, _NumberHints]:
     for index, start, end in _MARK_FINDER.find_matches_as_indexes(folded + b"\n" + numbers, overlapping=True):
         if index < _FIRST_NUMBER_WORD:
             if start < offset:  # (no token word is spelled with the number map's bytes anyway)
-                places.setdefault(_MARK_WORDS[index], []).append(start)
+                places[_MARK_WORDS[index]].append(start)
         elif start < offset:
             continue  # "10.0.0.1" spells a number word in the folded text too
         elif index < _FIRST_CARD_HINT:
@@ -459,10 +460,21 @@ _STEMS: Final = (
     b"dsn",
     b"cookie",
     b"_url",
-    b"conn",
-    b"_pat",
+    b"databaseurl",
+    b"database-url",
+    # A connection string's names, not "conn": "connection" is mostly prose in a log.
+    b"conn_str",
+    b"connection_string",
+    b"connectionstring",
+    b"pat",  # a personal access token: GITHUB_PAT, gitlabPat, ci.pat
     b"_pw",
+    b"pw",  # dbPw, db-pw: found with C's find (see _SHORT_STEMS)
+    b"contrase",  # contraseña, contrasena
 )
+# Prose words that hold a short stem ("pat", above): listed before the stems, they are what a
+# leftmost-first automaton reports where they start, and they are let go at once. No name the
+# rules call secret is spelled with one of them where its stem is.
+_NOT_NAMES: Final = (b"path", b"patch", b"pattern", b"compat", b"dispatch", b"spatial")
 _STEM_TEXTS: Final = tuple(stem.decode() for stem in _STEMS)
 # In the names map a name character is "n" and anything else a space, so that C's find and rfind
 # give the bounds of the name around a stem.
@@ -509,6 +521,14 @@ def _balanced_end(value: str) -> int:
     return end
 
 
+def _end_of_name(text: str, at: int) -> int:
+    """Where a name that goes on with letters outside ASCII ends (the names map stops there)."""
+    length = len(text)
+    while at < length and (text[at] in _NAME_CHARS or (not text[at].isascii() and text[at].isalnum())):
+        at += 1
+    return at
+
+
 def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span]) -> None:
     """Each name that holds a stem, once, in the order of its first stem in _STEMS, then of
     place (the first span of two at one place wins in _apply).
@@ -535,6 +555,8 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
             end = names.find(b" ", at + last)
             if end < 0:
                 end = length
+            if end < length and lowered[end] == _QUESTION and not text[end].isascii():
+                end = _end_of_name(text, end)  # "contraseña": a letter of another script goes on
             while lowered[end - 1] == _DOT:  # stops at the word, which ends with a letter
                 end -= 1  # "...the token." ends a sentence
             follows = _FOLLOWS_A_NAME[lowered[end]] if end < length else _NO_VALUE
@@ -662,6 +684,7 @@ _TAB: Final = ord("\t")
 _DASH: Final = ord("-")
 _TAG_START: Final = ord("<")
 _EQUALS: Final = ord("=")
+_QUESTION: Final = ord("?")
 _NO_VALUE, _VALUE, _BLANK, _NOT_ASCII_OR_QUESTION, _TAG_END = range(5)
 
 
@@ -749,24 +772,54 @@ _HOME_TRIGGERS: Final = (
 # marker may start at the separator another one ends with ("/home/users/"), and a stem hidden
 # by an overlapping match ("_pwd", "basicookie") lies in a name already found (_assignment_spans).
 _BARE_SCHEMES: Final = (b"bearer", b"basic", b"token")
-_WORDS: Final = tuple(dict.fromkeys(_STEMS + _BARE_SCHEMES + _HOME_TRIGGERS))
+# A stem of two letters ("pw") is looked for with C's find instead: the automaton's prefilter
+# reads the first three bytes of its words, and a word of two made the pass half again as slow.
+# (Its speed moves with the word set in ways measured, not designed: 33 words took 87k
+# instructions per 8 KB of log where 32 took 147k. Measure a change with bench/scrubber.py.)
+_SHORT_STEMS: Final = tuple(stem for stem in _STEMS if len(stem) < 3)
+_WORDS: Final = tuple(
+    dict.fromkeys(
+        _NOT_NAMES
+        + tuple(stem for stem in _STEMS if stem not in _SHORT_STEMS)
+        + _BARE_SCHEMES
+        + _HOME_TRIGGERS
+    )
+)
 _WORD_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(
     _WORDS, implementation=_DFA, matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
 )
 # Words whose last character is a name's: stems, schemes, "documents and settings" (see above).
-_NAME_WORDS: Final = frozenset(word for word in _WORDS if chr(word[-1]) in _NAME_CHARS)
+_NAME_WORDS: Final = frozenset(
+    word for word in (*_WORDS[len(_NOT_NAMES) :], *_SHORT_STEMS) if chr(word[-1]) in _NAME_CHARS
+)
 _ENDS_WITH_SEPARATOR: Final = frozenset(trigger for trigger in _HOME_TRIGGERS if trigger[-1] in b"/\\")
 
 
+# What each word of the automaton is, by its index: let go, kept, or kept with the home markers
+# that may start at its last character.
+_SKIPPED, _KEPT, _KEPT_WITH_MARKERS = range(3)
+_WORD_ROLES: Final = tuple(
+    _SKIPPED if word in _NOT_NAMES else _KEPT_WITH_MARKERS if word in _ENDS_WITH_SEPARATOR else _KEPT
+    for word in _WORDS
+)
+
+
 def _find_words(lowered: bytes) -> _Words:
-    found: _Words = {}
+    found: _Words = defaultdict(list)
     for index, start, end in _WORD_FINDER.find_matches_as_indexes(lowered):
-        word = _WORDS[index]
-        found.setdefault(word, []).append(start)
-        if word in _ENDS_WITH_SEPARATOR:
+        role = _WORD_ROLES[index]
+        if role == _SKIPPED:
+            continue
+        found[_WORDS[index]].append(start)
+        if role == _KEPT_WITH_MARKERS:
             for trigger in _HOME_TRIGGERS:
                 if lowered.startswith(trigger, end - 1):
-                    found.setdefault(trigger, []).append(end - 1)
+                    found[trigger].append(end - 1)
+    for stem in _SHORT_STEMS:
+        at = lowered.find(stem)
+        while at >= 0:  # inside a word found above ("pwd") too: the name is looked at once
+            found[stem].append(at)
+            at = lowered.find(stem, at + 1)
     return found
 
 
