@@ -39,6 +39,12 @@ DISCORD = "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs"
         ('Authorization: "abc123" == password', 'Authorization: "<secret>" == password'),
         # A stem behind "Documents and Settings", which ends with the letters of a name.
         ("C:\\Documents and Settingsecret=abc123def", "C:\\Documents and Settingsecret=<secret>"),
+        # ...with another secret name glued before it: two names, each with its own value (the
+        # name of the second starts after the marker's last blank, not at the first name).
+        ("my_secret\\Documents and Settingsecret=hunter2", "my_secret\\Documents and Settingsecret=<secret>"),
+        ('pass\\Documents and Settingsecret!="v";', 'pass\\Documents and Settingsecret!="<secret>";'),
+        ("-x/Documents and Settings_token foo", "-x/Documents and Settings_token foo"),
+        ('"hunter2" == /documents and settings_token', '"hunter2" == /documents and settings_token'),
     ],
 )
 def test_names_given_a_value_are_found_whatever_surrounds_them(text: str, expected: str) -> None:

@@ -549,6 +549,9 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
         if word not in _NAME_WORDS:
             continue  # a home marker ending with a separator: no stem overlaps it
         last = len(word) - 1  # the word's last character is in the name it was found in
+        # A stem is all name characters, so its name starts at or before it; "documents and
+        # settings" holds blanks, and its name starts after the last one ("Settingsecret=").
+        inside = 0 if word in _STEM_WORDS else last
         for at in starts:
             # A name with two stems is looked at twice here (cheaper than remembering every
             # name), and once below.
@@ -574,7 +577,11 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
             else:
                 assignable = False
             # Where the name starts: most often at the stem itself.
-            begin = at if at == 0 or names[at - 1] == _SPACE else names.rfind(b" ", 0, at) + 1
+            begin = (
+                at
+                if not inside and (at == 0 or names[at - 1] == _SPACE)
+                else names.rfind(b" ", 0, at + inside) + 1
+            )
             if not assignable and follows == _BLANK:
                 assignable = lowered[begin] == _DASH  # a command-line flag: --password s3cret
             if not assignable:
@@ -792,6 +799,7 @@ _WORD_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(
 _NAME_WORDS: Final = frozenset(
     word for word in (*_WORDS[len(_NOT_NAMES) :], *_SHORT_STEMS) if chr(word[-1]) in _NAME_CHARS
 )
+_STEM_WORDS: Final = frozenset(_STEMS)
 _ENDS_WITH_SEPARATOR: Final = frozenset(trigger for trigger in _HOME_TRIGGERS if trigger[-1] in b"/\\")
 
 
