@@ -173,6 +173,7 @@ _NAME_PARTS = sorted(
         *rules.SECRET_SEGMENTS,
         *rules.KEY_SEGMENTS,
         *rules.NOT_SECRET_KEY_KINDS,
+        *(word.decode() for word in scrubber._NOT_NAMES),
         *("value", "str", "string", "url", "db", "api", "my", "x", "conn", "connection", "auth", "monkey"),
     }
 )
@@ -184,14 +185,20 @@ _NAME_PARTS = sorted(
     st.sampled_from(["_", "-", ".", ""]),
     st.sampled_from([str.lower, str.upper, str.capitalize]),
 )
-def test_every_name_that_names_a_secret_holds_a_stem_the_pass_looks_for(
+def test_every_name_that_names_a_secret_is_found_by_the_pass(
     parts: list[str], separator: str, case: Callable[[str], str]
 ) -> None:
-    # The secret-name pass only looks at names around its stems ("pass", "token", "conn_str"...):
-    # a name the rules call secret without one would never be looked at.
+    # The secret-name pass only looks at names around the stems its automaton reports ("pass",
+    # "token", "conn_str"...), and the automaton reports a prose word ("path") instead of a
+    # stem inside it: a name the rules call secret must still hold a reported stem.
     name = separator.join(case(part) for part in parts)
-    if scrubber._name_kind(name) is not None:
-        assert scrubber._first_stem(name) is not None, name
+    if scrubber._name_kind(name) is None:
+        return
+    assert scrubber._first_stem(name) is not None, name
+    words = scrubber._find_words(name.lower().encode("ascii", "replace"))
+    assert any(word in scrubber._NAME_WORDS for word in words), name
+    if BOB.scrub_text(name) == name:  # (a name that is itself token-shaped goes whole)
+        assert "s3cr3t-value-123" not in BOB.scrub_text(f"{name}=s3cr3t-value-123"), name
 
 
 @pytest.mark.parametrize(
