@@ -220,3 +220,28 @@ def test_every_name_that_names_a_secret_is_found_by_the_pass(
 )
 def test_names_outside_the_common_stems_are_found(text: str, expected: str) -> None:
     assert BOB.scrub_text(text) == expected
+
+
+@pytest.mark.timeout(60)  # a hang detector: the linear scrubber takes a tenth of a second here
+@pytest.mark.parametrize(
+    "glued",
+    [
+        "token日本",  # names that go on with letters of another script, each cut by the next
+        "tokenñ",  # one run of name characters and such letters, 240,000 long
+        "token_",  # one run of ASCII name characters
+    ],
+)
+def test_a_long_run_of_glued_names_is_scrubbed_in_time_linear_in_its_length(glued: str) -> None:
+    # Every stem used to read the rest of the run to find its name's end, or slice out a name
+    # as long as the run: 35 KB of "token日本" took 8 s, the 200,000 characters full content
+    # may hold would have taken minutes on the app's thread.
+    text = glued * (200_000 // len(glued)) + "=hunter2"
+    assert BOB.scrub_text(text).startswith(glued * 10)
+
+
+def test_a_name_is_at_most_the_longest_name_long() -> None:
+    longest = scrubber._LONGEST_NAME
+    assert BOB.scrub_text("a" * (longest - 10) + "_token=hunter2x").endswith("_token=<secret>")
+    assert BOB.scrub_text("ñ" * (longest + 10) + "token=hunter2x").endswith("token=<secret>")
+    # Longer, it is a run of text: a value glued to one is not looked for.
+    assert BOB.scrub_text("a" * (longest + 10) + "_token=hunter2x").endswith("_token=hunter2x")

@@ -521,10 +521,11 @@ def _balanced_end(value: str) -> int:
     return end
 
 
-def _end_of_name(text: str, at: int) -> int:
-    """Where a name that goes on with letters outside ASCII ends (the names map stops there)."""
-    length = len(text)
-    while at < length and (text[at] in _NAME_CHARS or (not text[at].isascii() and text[at].isalnum())):
+def _end_of_name(text: str, at: int, stop: int) -> int:
+    """Where a name that goes on with letters outside ASCII ends (the names map stops there),
+    looking no further than ``stop``."""
+    stop = min(stop, len(text))
+    while at < stop and (text[at] in _NAME_CHARS or (not text[at].isascii() and text[at].isalnum())):
         at += 1
     return at
 
@@ -545,6 +546,7 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
     compared = b"==" in lowered or b"!=" in lowered
     tagged = b"<" in lowered
     found: list[tuple[int, int, int, str, str, bool]] = []
+    walked_from = walked_to = -1
     for word, starts in words.items():
         if word not in _NAME_WORDS:
             continue  # a home marker ending with a separator: no stem overlaps it
@@ -555,11 +557,24 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
         for at in starts:
             # A name with two stems is looked at twice here (cheaper than remembering every
             # name), and once below.
-            end = names.find(b" ", at + last)
+            # A name is looked for no further than _LONGEST_NAME around its stem: in a run of
+            # text glued together ("token_token_..."), every stem would otherwise read the
+            # rest of the run, and a long value would take time in the square of its length.
+            stop = at + _LONGEST_NAME
+            end = names.find(b" ", at + last, stop)
             if end < 0:
+                if stop < length:
+                    continue  # no name is this long
                 end = length
             if end < length and lowered[end] == _QUESTION and not text[end].isascii():
-                end = _end_of_name(text, end)  # "contraseña": a letter of another script goes on
+                # "contraseña": a letter of another script goes on. How far the last walk got is
+                # kept, so that a run of such names glued together is walked once, not per stem.
+                if not walked_from <= end <= walked_to:
+                    walked_from = walked_to = end
+                walked_to = _end_of_name(text, walked_to, stop)
+                end = walked_to
+                if end >= stop:
+                    continue  # no name is this long
             while lowered[end - 1] == _DOT:  # stops at the word, which ends with a letter
                 end -= 1  # "...the token." ends a sentence
             follows = _FOLLOWS_A_NAME[lowered[end]] if end < length else _NO_VALUE
@@ -577,11 +592,13 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
             else:
                 assignable = False
             # Where the name starts: most often at the stem itself.
-            begin = (
-                at
-                if not inside and (at == 0 or names[at - 1] == _SPACE)
-                else names.rfind(b" ", 0, at + inside) + 1
-            )
+            if not inside and (at == 0 or names[at - 1] == _SPACE):
+                begin = at
+            else:
+                floor = at + inside - _LONGEST_NAME
+                begin = names.rfind(b" ", floor if floor > 0 else 0, at + inside) + 1
+                if begin == 0 and floor > 0:
+                    continue  # no name is this long
             if not assignable and follows == _BLANK:
                 assignable = lowered[begin] == _DASH  # a command-line flag: --password s3cret
             if not assignable:
@@ -691,6 +708,8 @@ _TAB: Final = ord("\t")
 _DASH: Final = ord("-")
 _TAG_START: Final = ord("<")
 _EQUALS: Final = ord("=")
+# Longer than any name a secret is given: a longer run of name characters is text.
+_LONGEST_NAME: Final = 256
 _QUESTION: Final = ord("?")
 _NO_VALUE, _VALUE, _BLANK, _NOT_ASCII_OR_QUESTION, _TAG_END = range(5)
 
