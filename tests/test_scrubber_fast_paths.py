@@ -245,3 +245,32 @@ def test_a_name_is_at_most_the_longest_name_long() -> None:
     assert BOB.scrub_text("ñ" * (longest + 10) + "token=hunter2x").endswith("token=<secret>")
     # Longer, it is a run of text: a value glued to one is not looked for.
     assert BOB.scrub_text("a" * (longest + 10) + "_token=hunter2x").endswith("_token=hunter2x")
+
+
+@pytest.mark.timeout(60)  # a hang detector: each of these takes well under a second now
+@pytest.mark.parametrize(
+    "glued", ["key=", "key=val|", "token:", "password=", "<password>", 'key="', "authorization="]
+)
+def test_names_and_values_glued_together_are_scrubbed_in_time_linear_in_their_length(glued: str) -> None:
+    # Each name's value used to run to the end of the text: 8 KB of "key=" took half a second,
+    # 32 KB seven, and full content (200,000 characters) minutes, on the app's thread.
+    text = glued * (200_000 // len(glued))
+    assert len(BOB.scrub_text(text)) <= len(text) + 10
+
+
+_LONG_SECRET = "A1b2" * 200  # 800 characters: longer than a value is read
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"token={_LONG_SECRET} done", "token=<secret> done"),
+        (f"api_key={_LONG_SECRET}|next", "api_key=<secret>"),
+        (f"Authorization: Bearer {_LONG_SECRET} ok", "Authorization: Bearer <token> ok"),
+        (f"authorization={_LONG_SECRET}", "authorization=<token>"),
+        (f"<password>{_LONG_SECRET}</password>", "<password><secret></password>"),
+        (f'password="{_LONG_SECRET}"', 'password="<secret>"'),
+    ],
+)
+def test_a_value_longer_than_it_is_read_still_goes_whole(text: str, expected: str) -> None:
+    assert BOB.scrub_text(text) == expected

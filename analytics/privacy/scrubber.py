@@ -479,13 +479,42 @@ _STEM_TEXTS: Final = tuple(stem.decode() for stem in _STEMS)
 # In the names map a name character is "n" and anything else a space, so that C's find and rfind
 # give the bounds of the name around a stem.
 _NAME_TABLE: Final = bytes(ord("n") if chr(byte) in _NAME_CHARS else ord(" ") for byte in range(256))
+# A value is read at most this far: in text where names and values are glued together
+# ("key=val|key=val|..."), each name's value would otherwise run to the end of the text, and
+# the pass would take time in the square of the text's length (8 KB took half a second, the
+# 200,000 characters of full content minutes). A longer bare value is still replaced whole:
+# its end is found by C (see _run_end), once for all the names inside it.
+_LONGEST_VALUE: Final = 512
+_LONGEST_QUOTED_VALUE: Final = 4096
 _ASSIGN_RE: Final = re.compile(
     r"(?P<close>(?:\\*[\"'`]|\[\d*\]|\])*)(?P<gap>[ \t]*)"
     r"(?P<op>:=|=>|===|!==|==|!=|\?=|\+=|=|:(?![:/\\]))?[ \t]*@?"
-    r"(?:(?P<q>\\*[\"'`])(?P<quoted>[^\n]*?)(?P=q)|(?P<bare>[^\s\"'`,;&]+))"
+    rf"(?:(?P<q>\\*[\"'`])(?P<quoted>[^\n]{{0,{_LONGEST_QUOTED_VALUE}}}?)(?P=q)"
+    rf"|(?P<bare>[^\s\"'`,;&]{{1,{_LONGEST_VALUE}}}))"
 )
+_BARE_VALUE_ENDS_RE: Final = re.compile(r"[\s\"'`,;&]")
+_AUTH_VALUE_ENDS_RE: Final = re.compile(r"[\s\"'`,;]")
+_LINE_END_RE: Final = re.compile(r"\n")
+# The run of value characters last found around a place, per kind of run: (from, to).
+_RunEnds = dict[re.Pattern[str], tuple[int, int]]
+
+
+def _run_end(text: str, at: int, ends: re.Pattern[str], known: _RunEnds) -> int:
+    """Where the run of value characters going on at ``at`` ends: the first character ``ends``
+    matches. The last run found is kept, and every place inside it has the same end."""
+    start, end = known.get(ends, (-1, -1))
+    if start <= at <= end:
+        return end
+    found = ends.search(text, at)
+    end = found.start() if found else len(text)
+    known[ends] = (at, end)
+    return end
+
+
 # apikey "value"; (a statement in C-like languages: no operator, quotes and a semicolon)
-_QUOTED_STATEMENT_RE: Final = re.compile(r"(?P<gap>[ \t]*)(?P<q>[\"'`])(?P<quoted>[^\n]*?)(?P=q)(?=;)")
+_QUOTED_STATEMENT_RE: Final = re.compile(
+    rf"(?P<gap>[ \t]*)(?P<q>[\"'`])(?P<quoted>[^\n]{{0,{_LONGEST_QUOTED_VALUE}}}?)(?P=q)(?=;)"
+)
 # "value" == password (detect-secrets' reversed comparison).
 _REVERSED_RE: Final = re.compile(r"(?P<q>[\"'`])(?P<value>[^\"'`\n]+)(?P=q)[ \t]*[!=]{2,3}[ \t]*\Z")
 _CODE_VALUE_RE: Final = re.compile(
@@ -502,11 +531,19 @@ def _is_tokenish(value: str) -> bool:
     return _TOKENISH_RE.match(value) is not None
 
 
+_ASCII_DIGIT_RE: Final = re.compile(r"[0-9]")
+_ASCII_LETTER_RE: Final = re.compile(r"[A-Za-z]")
+
+
 def _credential_like(value: str, quoted: bool) -> bool:
     if len(value) < 12 or " " in value or ":" in value or value.startswith(("/", "./", "~/")):
         return False
-    has_digit = any(char.isdigit() for char in value)
-    has_alpha = any(char.isalpha() for char in value)
+    if value.isascii():  # C's regex, not a loop of Python over each character
+        has_digit = _ASCII_DIGIT_RE.search(value) is not None
+        has_alpha = _ASCII_LETTER_RE.search(value) is not None
+    else:
+        has_digit = any(char.isdigit() for char in value)
+        has_alpha = any(char.isalpha() for char in value)
     return (has_digit and has_alpha) or (quoted and len(value) >= 16)
 
 
@@ -613,10 +650,11 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
                     found.append((first, begin, end, name, kind, assignable))
     if len(found) > 1:
         found.sort()
+    known: _RunEnds = {}
     previous = -1
     for _first, begin, end, name, kind, assignable in found:
         if begin != previous:  # a name with two stems comes twice, side by side once sorted
-            _assignment_at(text, begin, end, name, kind, assignable, spans)
+            _assignment_at(text, begin, end, name, kind, assignable, spans, known)
             previous = begin
 
 
@@ -632,7 +670,14 @@ def _first_stem(name: str) -> int | None:
 
 
 def _assignment_at(
-    text: str, begin: int, end: int, name: str, kind: str, assignable: bool, spans: list[Span]
+    text: str,
+    begin: int,
+    end: int,
+    name: str,
+    kind: str,
+    assignable: bool,
+    spans: list[Span],
+    known: _RunEnds,
 ) -> None:
     """The value given to the secret name ``text[begin:end]``, if any, by any of the forms
     _ASSIGN_RE, _QUOTED_STATEMENT_RE, _REVERSED_RE and XML elements spell. ``assignable``:
@@ -648,9 +693,10 @@ def _assignment_at(
     if reversed_value and kind != "key":
         spans.append((reversed_value.start("value"), reversed_value.end("value"), SECRET))
     if begin > 0 and text[begin - 1] == "<" and text[end : end + 1] == ">":
-        closing = text.find(f"</{name}>", end + 1)
-        line_end = text.find("\n", end + 1)
-        if closing > end + 1 and (line_end < 0 or closing < line_end):
+        # On the same line, and read at most as far as a quoted value.
+        stop = min(_run_end(text, end + 1, _LINE_END_RE, known), end + 1 + _LONGEST_QUOTED_VALUE)
+        closing = text.find(f"</{name}>", end + 1, stop)
+        if closing > end + 1:
             spans.append((end + 1, closing, SECRET))  # <password>value</password>
         return
     if not assignable:
@@ -677,10 +723,11 @@ def _assignment_at(
     if not value:
         return
     if kind == "auth":
-        _authorization_value(text, value_start, found.end() if quoted else None, spans)
+        _authorization_value(text, value_start, found.end() if quoted else None, spans, known)
         return
     if kind == "pass" and op not in {"=", ":=", "=>", "?="}:
         return
+    value_end = value_start + len(value)
     if not quoted:
         if _CODE_VALUE_RE.match(value) or value == name or value.lower() in rules.STATUS_WORDS:
             return
@@ -688,14 +735,18 @@ def _assignment_at(
             rest = text[found.end() : found.end() + 2]
             if rest[:1] == " " and rest[1:].isalpha():
                 return  # prose: "invalid password: must contain a digit"
-        value = value[: _balanced_end(value)]
+        if len(value) == _LONGEST_VALUE:  # read this far: the rest of its run goes too
+            value_end = _run_end(text, value_end, _BARE_VALUE_ENDS_RE, known)
+        else:
+            value = value[: _balanced_end(value)]
+            value_end = value_start + len(value)
     elif value.startswith(("${", "{{", "<", "%(")) or value in {"%s", "{}"}:
         return
     if value.startswith("<") and value.endswith(">"):
         return
     if kind == "key" and not _credential_like(value, quoted):
         return
-    spans.append((value_start, value_start + len(value), SECRET))
+    spans.append((value_start, value_end, SECRET))
 
 
 _CLOSERS: Final = "\\\"'`[]"
@@ -728,23 +779,33 @@ _FOLLOWS_A_NAME: Final = _follows_table(_CLOSERS + _OPERATOR_OR_QUOTE)
 _FOLLOWS_BLANKS: Final = _follows_table(_OPERATOR_OR_QUOTE)
 
 
-def _authorization_value(text: str, start: int, quoted_end: int | None, spans: list[Span]) -> None:
-    """ "Bearer abc", "Api-Token abc" or a bare credential: the credential goes, the scheme stays."""
+def _authorization_value(
+    text: str, start: int, quoted_end: int | None, spans: list[Span], known: _RunEnds
+) -> None:
+    """ "Bearer abc", "Api-Token abc" or a bare credential: the credential goes, the scheme stays.
+    Read at most _LONGEST_VALUE far, like any value; a credential cut there goes to its end."""
     end = len(text) if quoted_end is None else quoted_end
-    scheme = _SCHEME_RE.match(text, start, end)
+    window = min(end, start + _LONGEST_VALUE)
+    scheme = _SCHEME_RE.match(text, start, window)
     if scheme:
         cred = scheme.group("cred")
         if not (cred.startswith("<") and cred.endswith(">")):
-            spans.append((scheme.start("cred"), scheme.end("cred"), TOKEN))
+            cred_end = scheme.end("cred")
+            if cred_end == window < end:
+                cred_end = min(end, _run_end(text, cred_end, _AUTH_VALUE_ENDS_RE, known))
+            spans.append((scheme.start("cred"), cred_end, TOKEN))
         return
-    bare = _BARE_VALUE_RE.match(text, start, end)
+    bare = _BARE_VALUE_RE.match(text, start, window)
     value = bare.group() if bare else ""
     if (
         value
         and not (value.startswith("<") and value.endswith(">"))
         and value.lower() not in rules.AUTH_SCHEMES
     ):
-        spans.append((start, start + len(value), TOKEN))
+        value_end = start + len(value)
+        if value_end == window < end:
+            value_end = min(end, _run_end(text, value_end, _AUTH_VALUE_ENDS_RE, known))
+        spans.append((start, value_end, TOKEN))
 
 
 def _bare_scheme_spans(text: str, words: _Words, spans: list[Span]) -> None:
