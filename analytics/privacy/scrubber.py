@@ -752,21 +752,21 @@ def _assignment_at(
 
 _CLOSERS: Final = "\\\"'`[]"
 _OPERATOR_OR_QUOTE: Final = ":=!?+\"'`@\\"
-# What may come right after a name given a value, blanks aside: a closer, an operator or a quote.
-_AFTER_A_NAME: Final = frozenset(_CLOSERS + _OPERATOR_OR_QUOTE)
-# The same as numbers, for the bytes of the lowered text, where a character outside ASCII is "?".
+# Longer than any name a secret is given: a longer run of name characters is text.
+_LONGEST_NAME: Final = 256
+# Characters as numbers, for the bytes of the lowered text, where one outside ASCII is "?".
 _DOT: Final = ord(".")
 _TAB: Final = ord("\t")
 _DASH: Final = ord("-")
 _TAG_START: Final = ord("<")
 _EQUALS: Final = ord("=")
-# Longer than any name a secret is given: a longer run of name characters is text.
-_LONGEST_NAME: Final = 256
 _QUESTION: Final = ord("?")
 _NO_VALUE, _VALUE, _BLANK, _NOT_ASCII_OR_QUESTION, _TAG_END = range(5)
 
 
 def _follows_table(values: str) -> bytes:
+    """What a byte after a name (or after the blanks that follow it) says: ``values`` may start
+    or announce a value; blanks are looked past; "?" is "?=" or a character outside ASCII."""
     kinds = bytearray(_NO_VALUE for _ in range(256))
     for char in values:
         kinds[ord(char)] = _VALUE
@@ -776,6 +776,7 @@ def _follows_table(values: str) -> bytes:
     return bytes(kinds)
 
 
+# Right after a name given a value: a closing quote or bracket, an operator or a quote.
 _FOLLOWS_A_NAME: Final = _follows_table(_CLOSERS + _OPERATOR_OR_QUOTE)
 _FOLLOWS_BLANKS: Final = _follows_table(_OPERATOR_OR_QUOTE)
 
@@ -854,7 +855,7 @@ _HOME_TRIGGERS: Final = (
 )
 # The words the second and third passes look for in the lowered text: secret-name stems, auth
 # schemes, home folder markers. One Aho-Corasick automaton finds them all in one pass of compiled
-# code; a bytes.find per word costs 0.5-1 us per KB each, and there are 23. It reports matches
+# code; a bytes.find per word costs 0.5-1 us per KB each, and there are 33. It reports matches
 # that do not overlap (leftmost first), which lets it skip ahead on rare bytes: 0.8 us per KB
 # where reporting every match costs 2.5. What that leaves out is made up for below: a home
 # marker may start at the separator another one ends with ("/home/users/"), and a stem hidden
