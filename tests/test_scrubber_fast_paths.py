@@ -249,7 +249,8 @@ def test_a_name_is_at_most_the_longest_name_long() -> None:
 
 @pytest.mark.timeout(60)  # a hang detector: each of these takes well under a second now
 @pytest.mark.parametrize(
-    "glued", ["key=", "key=val|", "token:", "password=", "<password>", 'key="', "authorization="]
+    "glued",
+    ["key=", "key=val|", "token:", "password=", "<password>", 'key="', "authorization=", 'key"', 'secret "'],
 )
 def test_names_and_values_glued_together_are_scrubbed_in_time_linear_in_their_length(glued: str) -> None:
     # Each name's value used to run to the end of the text: 8 KB of "key=" took half a second,
@@ -274,3 +275,10 @@ _LONG_SECRET = "A1b2" * 200  # 800 characters: longer than a value is read
 )
 def test_a_value_longer_than_it_is_read_still_goes_whole(text: str, expected: str) -> None:
     assert BOB.scrub_text(text) == expected
+
+
+@pytest.mark.parametrize("length", [4085, 4086, 4096])
+def test_an_xml_element_as_long_as_a_quoted_value_is_read_whole(length: int) -> None:
+    # Found by a helper: the window for the closing tag did not hold the tag itself.
+    value = ("hunter2 " * 600)[:length]
+    assert BOB.scrub_text(f"<password>{value}</password>") == "<password><secret></password>"

@@ -496,6 +496,7 @@ _ASSIGN_RE: Final = re.compile(
 _BARE_VALUE_ENDS_RE: Final = re.compile(r"[\s\"'`,;&]")
 _AUTH_VALUE_ENDS_RE: Final = re.compile(r"[\s\"'`,;]")
 _LINE_END_RE: Final = re.compile(r"\n")
+_SEMICOLON_RE: Final = re.compile(";")
 # The run of value characters last found around a place, per kind of run: (from, to).
 _RunEnds = dict[re.Pattern[str], tuple[int, int]]
 
@@ -695,15 +696,18 @@ def _assignment_at(
         spans.append((reversed_value.start("value"), reversed_value.end("value"), SECRET))
     if begin > 0 and text[begin - 1] == "<" and text[end : end + 1] == ">":
         # On the same line, and read at most as far as a quoted value.
-        stop = min(_run_end(text, end + 1, _LINE_END_RE, known), end + 1 + _LONGEST_QUOTED_VALUE)
-        closing = text.find(f"</{name}>", end + 1, stop)
+        tag = f"</{name}>"
+        stop = min(_run_end(text, end + 1, _LINE_END_RE, known), end + 1 + _LONGEST_QUOTED_VALUE + len(tag))
+        closing = text.find(tag, end + 1, stop)
         if closing > end + 1:
             spans.append((end + 1, closing, SECRET))  # <password>value</password>
         return
     if not assignable:
         return
     found = _ASSIGN_RE.match(text, end)
-    if found is None or found.group("op") is None:
+    if (found is None or found.group("op") is None) and _run_end(text, end, _SEMICOLON_RE, known) < _run_end(
+        text, end, _LINE_END_RE, known
+    ):  # a statement ends with ";" on its line
         found = _QUOTED_STATEMENT_RE.match(text, end) or found
     if found is None:
         return
