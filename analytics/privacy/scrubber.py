@@ -80,8 +80,11 @@ class Rule:
 # tokens are made of, a digit group that may start an IP, a card or an IBAN. A regex scan over
 # the text would cost 10-20 us per KB each; the mapping and the searches cost about one.
 _TOKEN_CHARS: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+/.~"
+# Whether a byte is a token character, as 1 or 0: a run's bounds are read one byte at a time.
+_IS_TOKEN_BYTE: Final = bytes(1 if byte in _TOKEN_CHARS else 0 for byte in range(256))
 _RUN_TABLE: Final = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
-_RUN_SEED: Final = b"a" * 12
+# A run of 12 token characters: the shortest a token format matches.
+_RUN_START_RE: Final = re.compile(b"[" + re.escape(_TOKEN_CHARS) + b"]{12}")
 _SEGMENT_TABLE: Final = bytes(
     ord("a") if byte in _TOKEN_CHARS and byte not in b".~" else ord(" ") for byte in range(256)
 )
@@ -216,7 +219,7 @@ _DIGIT: Final = ord("0")
 # The shortest run the entropy fallback can call random, and the shortest start of Discord's
 # format (the one-character heads'): runs shorter than this are not visited (see _claim_long_runs).
 _LONG_RUN: Final = 24
-_LONG_SEED: Final = b"a" * _LONG_RUN
+_LONG_SEED_END: Final = b"a" * _LONG_RUN + b" "
 _HEX_DIGITS: Final = "0123456789abcdefABCDEF"
 _QUOTES: Final = frozenset("\"'`")
 _HAS_DIGIT_RE: Final = re.compile(r"\d")
@@ -259,9 +262,8 @@ def _scan_spans(
             if at >= after:
                 _claim_infix(text, at, compiled, spans)
                 after = at + len(infix)
-    runs = folded.translate(_RUN_TABLE)
-    claimed = _claim_runs_by_prefix(text, runs, places, spans)
-    _claim_long_runs(text, folded, runs, claimed, spans)
+    claimed = _claim_runs_by_prefix(text, folded, places, spans)
+    _claim_long_runs(text, folded, claimed, spans)
     if hints.ipv4:
         _ipv4_spans(text, numbers, hints.ipv4, spans)
     if hints.cards:
@@ -270,7 +272,7 @@ def _scan_spans(
         _iban_spans(text, hints.ibans, spans)
 
 
-def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Span]) -> set[int]:
+def _claim_runs_by_prefix(text: str, folded: bytes, places: _Words, spans: list[Span]) -> set[int]:
     """Each run of 12 or more token characters that starts with a prefix, tried against the
     formats of its first two characters; the starts of the runs a format claimed."""
     tried: set[int] = set()
@@ -279,7 +281,7 @@ def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Sp
         if word not in _PREFIX_WORDS:
             continue
         for at in starts:
-            if at in tried or (at and runs[at - 1] != _SPACE) or not runs.startswith(_RUN_SEED, at):
+            if at in tried or (at and _IS_TOKEN_BYTE[folded[at - 1]]) or not _RUN_START_RE.match(folded, at):
                 continue  # inside a run, or a run too short to look at
             tried.add(at)
             if _claim_prefix(text, at, _BY_HEAD[text[at : at + 2]], spans):
@@ -287,7 +289,7 @@ def _claim_runs_by_prefix(text: str, runs: bytes, places: _Words, spans: list[Sp
     return claimed
 
 
-def _claim_long_runs(text: str, folded: bytes, runs: bytes, claimed: set[int], spans: list[Span]) -> None:
+def _claim_long_runs(text: str, folded: bytes, claimed: set[int], spans: list[Span]) -> None:
     """Runs long enough for a one-character head's format or the entropy fallback: runs under
     24 characters (most words, names and paths) are not visited, except where a non-ASCII
     character ends one (see _claim_runs_before_non_ascii).
@@ -299,19 +301,19 @@ def _claim_long_runs(text: str, folded: bytes, runs: bytes, claimed: set[int], s
     The entropy fallback needs 24 characters too (32 for hex), so a shorter segment could
     only be looked at to be let go."""
     length = len(text)
-    segments = folded.translate(_SEGMENT_TABLE)
-    seed = _LONG_SEED
-    at = segments.find(seed)
-    while at >= 0:
-        end = segments.find(b" ", at)
-        if end < 0:
-            end = length
-        if (at == 0 or runs[at - 1] == _SPACE) and at not in claimed:  # it starts a run
+    # The search is for the end of a segment (its last 24 characters and the space after it):
+    # C's search for 24 of the same byte alone compares each byte of a shorter run many times.
+    segments = folded.translate(_SEGMENT_TABLE) + b" "
+    end = segments.find(_LONG_SEED_END)
+    while end >= 0:
+        end += _LONG_RUN
+        at = segments.rfind(b" ", 0, end) + 1
+        if (at == 0 or not _IS_TOKEN_BYTE[folded[at - 1]]) and at not in claimed:  # it starts a run
             head = text[at]
             single = head in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
             if single and _claim_prefix(text, at, _BY_HEAD[head], spans):
                 pass
-            elif end == length or runs[end] == _SPACE:  # and it is the whole run
+            elif end == length or not _IS_TOKEN_BYTE[folded[end]]:  # and it is the whole run
                 body = text[at:end]
                 quoted = at > 0 and text[at - 1] in _QUOTES
                 if (
@@ -320,20 +322,20 @@ def _claim_long_runs(text: str, folded: bytes, runs: bytes, claimed: set[int], s
                     _random_run(text, at, end, spans)
                 # else: most long runs of a log (hex ids, snake_case names, providers' request
                 # ids), which _random_run rules out first (see _one_case_or_letters): no call
-        at = segments.find(seed, end)
+        end = segments.find(_LONG_SEED_END, end + 1)
     if not text.isascii():
-        _claim_runs_before_non_ascii(text, folded, runs, claimed, spans)
+        _claim_runs_before_non_ascii(text, folded, claimed, spans)
 
 
-def _claim_runs_before_non_ascii(
-    text: str, folded: bytes, runs: bytes, claimed: set[int], spans: list[Span]
-) -> None:
+def _claim_runs_before_non_ascii(text: str, folded: bytes, claimed: set[int], spans: list[Span]) -> None:
     """A pattern's ``\\w`` also matches non-ASCII letters, which are not token characters, so a
     one-character head's format may reach past a run of 12 to 23 that such a letter ends.
     Non-ASCII characters are "?" in the folded text (C finds those faster than a regex)."""
+    runs = b""  # the runs map, made when a run ends with such a letter
     end = folded.find(b"?")
     while end >= 0:
-        if end and runs[end - 1] != _SPACE and not text[end].isascii():
+        if end and _IS_TOKEN_BYTE[folded[end - 1]] and not text[end].isascii():
+            runs = runs or folded.translate(_RUN_TABLE)
             at = runs.rfind(b" ", 0, end) + 1
             single = text[at] in _SINGLE_HEADS and text[at : at + 2] not in _BY_HEAD
             if single and 12 <= end - at < _LONG_RUN and at not in claimed:
