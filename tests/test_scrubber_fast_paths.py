@@ -277,6 +277,26 @@ def test_a_value_longer_than_it_is_read_still_goes_whole(text: str, expected: st
     assert BOB.scrub_text(text) == expected
 
 
+@pytest.mark.parametrize("length", [4095, 4096, 4097, 5000, 60_000])
+@pytest.mark.parametrize(
+    ("before", "after"), [('password="', '"'), ("'api_key': '", "'}"), ("token = `", "`;")]
+)
+def test_a_quoted_value_longer_than_a_regex_reads_still_goes_whole(
+    before: str, after: str, length: int
+) -> None:
+    # Over 4,096 characters the value's regex gives up; its closing quote is found by C instead
+    # (such values leaked from one session to the next).
+    value = ("hunter2 " * (length // 8 + 1))[:length]
+    assert BOB.scrub_text(f"{before}{value}{after} next") == f"{before}<secret>{after} next"
+
+
+@pytest.mark.timeout(60)  # a hang detector: each takes a tenth of a second
+@pytest.mark.parametrize("unit", ['password="' + "x" * 5000 + "\n", 'token: "' + "y" * 4100 + "\n"])
+def test_quoted_values_without_a_closing_quote_are_read_in_linear_time(unit: str) -> None:
+    text = unit * (200_000 // len(unit))
+    assert BOB.scrub_text(text) == text  # no closing quote on the line: not a quoted value
+
+
 @pytest.mark.parametrize("length", [4085, 4086, 4096])
 def test_an_xml_element_as_long_as_a_quoted_value_is_read_whole(length: int) -> None:
     # Found by a helper: the window for the closing tag did not hold the tag itself.

@@ -495,6 +495,13 @@ _ASSIGN_RE: Final = re.compile(
     rf"(?:(?P<q>\\*[\"'`])(?P<quoted>[^\n]{{0,{_LONGEST_QUOTED_VALUE}}}?)(?P=q)"
     rf"|(?P<bare>[^\s\"'`,;&]{{1,{_LONGEST_VALUE}}}))"
 )
+# The start of a quoted value too long for _ASSIGN_RE: its operator (not optional here: a closing
+# quote would be read as an opening one) and its opening quote.
+_LONG_QUOTED_RE: Final = re.compile(
+    r"(?P<close>(?:\\*[\"'`]|\[\d*\]|\])*)(?P<gap>[ \t]*)"
+    r"(?P<op>:=|=>|===|!==|==|!=|\?=|\+=|=|:(?![:/\\]))[ \t]*@?(?P<q>[\"'`])"
+)
+_QUOTE_RES: Final = {quote: re.compile(quote) for quote in "\"'`"}
 _BARE_VALUE_ENDS_RE: Final = re.compile(r"[\s\"'`,;&]")
 _AUTH_VALUE_ENDS_RE: Final = re.compile(r"[\s\"'`,;]")
 _LINE_END_RE: Final = re.compile(r"\n")
@@ -711,26 +718,39 @@ def _assignment_at(
         text, end, _LINE_END_RE, known
     ):  # a statement ends with ";" on its line
         found = _QUOTED_STATEMENT_RE.match(text, end) or found
-    if found is None:
+    long_quoted = _LONG_QUOTED_RE.match(text, end) if found is None or found.group("q") is None else None
+    if long_quoted is not None:
+        # A quoted value longer than _ASSIGN_RE reads (which may then take the operator for a
+        # bare value): its closing quote, on the same line, is found by C, once for all the
+        # names before it (a search per name would read the rest of the line each time).
+        op, quote, gap = long_quoted.group("op", "q", "gap")
+        value_start = long_quoted.end()
+        closing = _run_end(text, value_start, _QUOTE_RES[quote], known)
+        if closing >= _run_end(text, value_start, _LINE_END_RE, known):
+            return  # no closing quote on the line: not a quoted value
+        value, found_end = text[value_start:closing], closing + 1
+    elif found is None:
         return
-    if found.re is _ASSIGN_RE:
-        op, quote, value, gap = found.group("op", "q", "quoted", "gap")
     else:
-        op = None
-        quote, value, gap = found.group("q", "quoted", "gap")
+        if found.re is _ASSIGN_RE:
+            op, quote, value, gap = found.group("op", "q", "quoted", "gap")
+        else:
+            op = None
+            quote, value, gap = found.group("q", "quoted", "gap")
+        if quote is None:
+            value = found.group("bare")
+        value_start = found.start("bare" if quote is None else "quoted")
+        found_end = found.end()
     quoted = quote is not None
-    if not quoted:
-        value = found.group("bare")
-    value_start = found.start("quoted" if quoted else "bare")
     if op is None:
-        after = text[found.end() : found.end() + 1]
+        after = text[found_end : found_end + 1]
         cli_flag = name.startswith("-") and bool(gap)
         if not (quoted and after == ";") and not cli_flag:
             return
     if not value:
         return
     if kind == "auth":
-        _authorization_value(text, value_start, found.end() if quoted else None, spans, known)
+        _authorization_value(text, value_start, found_end if quoted else None, spans, known)
         return
     if kind == "pass" and op not in {"=", ":=", "=>", "?="}:
         return
@@ -739,7 +759,7 @@ def _assignment_at(
         if _CODE_VALUE_RE.match(value) or value == name or value.lower() in rules.STATUS_WORDS:
             return
         if op == ":" and value.isalpha() and value.islower():
-            rest = text[found.end() : found.end() + 2]
+            rest = text[found_end : found_end + 2]
             if rest[:1] == " " and rest[1:].isalpha():
                 return  # prose: "invalid password: must contain a digit"
         if len(value) == _LONGEST_VALUE:  # read this far: the rest of its run goes too
