@@ -493,14 +493,10 @@ _ASSIGN_RE: Final = re.compile(
     r"(?P<close>(?:\\*[\"'`]|\[\d*\]|\])*)(?P<gap>[ \t]*)"
     r"(?P<op>:=|=>|===|!==|==|!=|\?=|\+=|=|:(?![:/\\]))?[ \t]*@?"
     rf"(?:(?P<q>\\*[\"'`])(?P<quoted>[^\n]{{0,{_LONGEST_QUOTED_VALUE}}}?)(?P=q)"
-    rf"|(?P<bare>[^\s\"'`,;&]{{1,{_LONGEST_VALUE}}}))"
+    rf"|(?P<bare>[^\s\"'`,;&]{{1,{_LONGEST_VALUE}}})|(?P<long>[\"'`]))"
 )
-# The start of a quoted value too long for _ASSIGN_RE: its operator (not optional here: a closing
-# quote would be read as an opening one) and its opening quote.
-_LONG_QUOTED_RE: Final = re.compile(
-    r"(?P<close>(?:\\*[\"'`]|\[\d*\]|\])*)(?P<gap>[ \t]*)"
-    r"(?P<op>:=|=>|===|!==|==|!=|\?=|\+=|=|:(?![:/\\]))[ \t]*@?(?P<q>[\"'`])"
-)
+# A quote, to find the one that closes a value too long for _ASSIGN_RE's quoted form (its
+# "long" group is the opening quote alone).
 _QUOTE_RES: Final = {quote: re.compile(quote) for quote in "\"'`"}
 _BARE_VALUE_ENDS_RE: Final = re.compile(r"[\s\"'`,;&]")
 _AUTH_VALUE_ENDS_RE: Final = re.compile(r"[\s\"'`,;]")
@@ -718,29 +714,29 @@ def _assignment_at(
         text, end, _LINE_END_RE, known
     ):  # a statement ends with ";" on its line
         found = _QUOTED_STATEMENT_RE.match(text, end) or found
-    long_quoted = _LONG_QUOTED_RE.match(text, end) if found is None or found.group("q") is None else None
-    if long_quoted is not None:
-        # A quoted value longer than _ASSIGN_RE reads (which may then take the operator for a
-        # bare value): its closing quote, on the same line, is found by C, once for all the
-        # names before it (a search per name would read the rest of the line each time).
-        op, quote, gap = long_quoted.group("op", "q", "gap")
-        value_start = long_quoted.end()
-        closing = _run_end(text, value_start, _QUOTE_RES[quote], known)
-        if closing >= _run_end(text, value_start, _LINE_END_RE, known):
-            return  # no closing quote on the line: not a quoted value
-        value, found_end = text[value_start:closing], closing + 1
-    elif found is None:
+    if found is None:
         return
+    if found.re is _ASSIGN_RE:
+        op, quote, value, gap, long = found.group("op", "q", "quoted", "gap", "long")
     else:
-        if found.re is _ASSIGN_RE:
-            op, quote, value, gap = found.group("op", "q", "quoted", "gap")
-        else:
-            op = None
-            quote, value, gap = found.group("q", "quoted", "gap")
+        op = long = None
+        quote, value, gap = found.group("q", "quoted", "gap")
+    found_end = found.end()
+    if long is not None:
+        # A quoted value longer than the regex reads: its closing quote, on the same line, is
+        # found by C, once for all the names before it (a search per name would read the rest
+        # of the line each time). After an operator only: a name's own closing quote ("key'")
+        # is not a value's opening one.
+        if op is None:
+            return
+        closing = _run_end(text, found_end, _QUOTE_RES[long], known)
+        if closing >= _run_end(text, found_end, _LINE_END_RE, known):
+            return  # no closing quote on the line: not a quoted value
+        quote, value_start, value, found_end = long, found_end, text[found_end:closing], closing + 1
+    else:
         if quote is None:
             value = found.group("bare")
         value_start = found.start("bare" if quote is None else "quoted")
-        found_end = found.end()
     quoted = quote is not None
     if op is None:
         after = text[found_end : found_end + 1]
