@@ -650,11 +650,9 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
                 if not (tag or (compared and _EQUALS in lowered[begin - 4 if begin > 4 else 0 : begin])):
                     continue  # no value, no reversed comparison ("value" == name), no XML element
             name = text[begin:end]
-            kind = _name_kind(name)
-            if kind is not None:  # most names with a stem hold none: "tokens", "passed", "monkeypatch"
-                first = _first_stem(name)
-                if first is not None:
-                    found.append((first, begin, end, name, kind, assignable))
+            secret = _secret_name(name)
+            if secret is not None:  # most names with a stem hold none: "tokens", "passed", "monkeypatch"
+                found.append((secret[0], begin, end, name, secret[1], assignable))
     if len(found) > 1:
         found.sort()
     known: _RunEnds = {}
@@ -666,13 +664,18 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
 
 
 @lru_cache(maxsize=4096)
-def _first_stem(name: str) -> int | None:
-    """The place in _STEMS of the first stem the name holds, None if it holds none (a name
-    found by an overlapping word: "basic" in "basicookie" hides "cookie"; alone, it holds none)."""
+def _secret_name(name: str) -> tuple[int, str] | None:
+    """For a name that names a secret: the place in _STEMS of the first stem it holds (names are
+    looked at in that order) and its kind (see _name_kind). None for any other name, and for a
+    name found by an overlapping word that holds no stem alone ("basic" in "basicookie" hides
+    "cookie")."""
+    kind = _name_kind(name)
+    if kind is None:
+        return None
     low = name.lower()
     for index, stem in enumerate(_STEM_TEXTS):
         if stem in low:
-            return index
+            return index, kind
     return None
 
 
