@@ -8,6 +8,7 @@ leave them to the full rule, which scrubs them.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable
 
@@ -155,8 +156,8 @@ def test_regexes_started_at_their_marks_find_what_a_scan_finds(text: str) -> Non
 
 
 def test_number_words_spelled_in_the_text_itself_are_not_hints() -> None:
-    # The text and its number map are searched in one pass: "10.0.0.1" spells an IPv4 hint in
-    # the text too, and "QQ00" the IBAN hint of the map; only the map's hints count.
+    # "10.0.0.1" spells an IPv4 hint in the text too, and "QQ00" the IBAN hint of the map; only
+    # the map's hints count.
     assert BOB.scrub_text("at 10.0.0.1:80") == "at <ip>:80"
     assert BOB.scrub_text("QQ00 and AA00 and QQ00 0000") == "QQ00 and AA00 and QQ00 0000"
     assert BOB.scrub_text("pay DE89 3704 0044 0532 0130 00 now") == "pay <iban> now"
@@ -164,6 +165,21 @@ def test_number_words_spelled_in_the_text_itself_are_not_hints() -> None:
     _places, hints = scrubber._find_marks(folded, folded.translate(scrubber._NUM_TABLE))
     # Each hint once, where the map has it: the text's own spellings of the same words add none.
     assert (hints.ipv4, hints.cards, hints.ibans) == ([17], [(5, 14)], [0])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(["1", "1234", "12345678", " ", "-", ".", "x", "Q", "AB"]), max_size=30))
+def test_number_hints_are_what_a_regex_scan_of_the_map_finds(pieces: list[str]) -> None:
+    # Each kind has its own automaton, and cards two (one per spelling): the hints must be what
+    # a plain left-to-right regex scan of the number map gives, where card spellings interleave
+    # too ("1234-5678" beside a run of digits).
+    text = "".join(pieces)
+    numbers = text.encode().translate(scrubber._NUM_TABLE)
+    _places, hints = scrubber._find_marks(text.encode(), numbers)
+    ipv4 = [found.start() for found in re.finditer(rb"\.0{1,3}\.0{1,3}\.", numbers)]
+    cards = [found.span() for found in re.finditer(rb"0000-0000|00000000", numbers)]
+    ibans = [found.start() for found in re.finditer(rb"QQ00", numbers)]
+    assert (hints.ipv4, hints.cards, hints.ibans) == (ipv4, cards, ibans)
 
 
 _NAME_PARTS = sorted(

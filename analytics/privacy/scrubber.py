@@ -88,10 +88,18 @@ _RUN_START_RE: Final = re.compile(b"[" + re.escape(_TOKEN_CHARS) + b"]{12}")
 _SEGMENT_TABLE: Final = bytes(
     ord("a") if byte in _TOKEN_CHARS and byte not in b".~" else ord(" ") for byte in range(256)
 )
-# Upper case letters are "Q" in the number map: no token word is spelled with the map's letters
-# (see _find_marks, which searches both maps at once).
+# The number map: a digit is "0", an upper case letter "Q", a blank or a dash (a card's group
+# separators) "-", a dot itself, anything else "x".
 _NUM_TABLE: Final = bytes(
-    ord("0") if 48 <= byte <= 57 else ord("Q") if 65 <= byte <= 90 else byte if byte in b" .-" else ord("x")
+    ord("0")
+    if 48 <= byte <= 57
+    else ord("Q")
+    if 65 <= byte <= 90
+    else ord("-")
+    if byte in b" -"
+    else byte
+    if byte == ord(".")
+    else ord("x")
     for byte in range(256)
 )
 _MIN_SCAN: Final = 7
@@ -145,24 +153,28 @@ _TOKEN_WORDS: Final = tuple(
         | {trigger for trigger, _ in _URL_RULES}
     )
 )
+_TOKEN_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_TOKEN_WORDS, implementation=_DFA)
 # In the number map: ".0.0." (an IPv4 address's middle: groups of one to three digits), two
-# groups of four digits (a card), "QQ00" (an IBAN's country and check digits), spelled out as
-# words so that one automaton pass finds them all (three regex scans cost four times as much).
-_IPV4_HINTS: Final = frozenset(
-    b"." + b"0" * first + b"." + b"0" * second + b"." for first in (1, 2, 3) for second in (1, 2, 3)
+# groups of four digits (a card), "QQ00" (an IBAN's country and check digits). One automaton
+# per kind, each leftmost-first: its prefilter skips to the words' first bytes (a word alone is
+# searched with SIMD), where one automaton for all of them read every byte of the map (cards
+# and IBANs start with its commonest bytes, digits and capitals) and cost three times as much.
+_IPV4_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(
+    [b"." + b"0" * first + b"." + b"0" * second + b"." for first in (1, 2, 3) for second in (1, 2, 3)],
+    implementation=_DFA,
+    matchkind=ahocorasick_rs.MatchKind.LeftmostFirst,
 )
-_CARD_HINTS: Final = frozenset({b"0000 0000", b"0000-0000", b"00000000"})
-_IBAN_HINT: Final = b"QQ00"
-_NUMBER_WORDS: Final = (*sorted(_IPV4_HINTS), *sorted(_CARD_HINTS), _IBAN_HINT)
-# One automaton for both maps: the folded text and the number map are searched as one haystack,
-# joined by a line end that no word holds. An automaton's pass costs 15-30 instructions a byte,
-# and the number map's own pass cost the most (its words start with its commonest bytes): two
-# calls cost a sixth more than this one.
-_FIRST_NUMBER_WORD: Final = len(_TOKEN_WORDS)
-_FIRST_CARD_HINT: Final = _FIRST_NUMBER_WORD + len(_IPV4_HINTS)
-_IBAN_HINT_INDEX: Final = _FIRST_CARD_HINT + len(_CARD_HINTS)
-_MARK_WORDS: Final = (*_TOKEN_WORDS, *_NUMBER_WORDS)
-_MARK_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(_MARK_WORDS, implementation=_DFA)
+_CARD_FINDERS: Final = tuple(
+    ahocorasick_rs.BytesAhoCorasick(
+        [word], implementation=_DFA, matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
+    )
+    for word in (b"00000000", b"0000-0000")
+)
+# Both card words, where a text holds both (rare: the regex scan costs more than the finders).
+_CARD_HINT_RE: Final = re.compile(rb"00000000|0000-0000")
+_IBAN_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(
+    [b"QQ00"], implementation=_DFA, matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
+)
 
 
 @dataclass(frozen=True)
@@ -178,36 +190,19 @@ class _NumberHints:
 def _find_marks(folded: bytes, numbers: bytes) -> tuple[_Words, _NumberHints]:
     """Where each token word starts in the folded text, and the number hints of the number map."""
     places: _Words = defaultdict(list)
-    ipv4: list[tuple[int, int]] = []
-    cards: list[tuple[int, int]] = []
-    ibans: list[int] = []
-    offset = len(folded) + 1
-    for index, start, end in _MARK_FINDER.find_matches_as_indexes(folded + b"\n" + numbers, overlapping=True):
-        if index < _FIRST_NUMBER_WORD:
-            if start < offset:  # (no token word is spelled with the number map's bytes anyway)
-                places[_MARK_WORDS[index]].append(start)
-        elif start < offset:
-            continue  # "10.0.0.1" spells a number word in the folded text too
-        elif index < _FIRST_CARD_HINT:
-            ipv4.append((start - offset, end - offset))
-        elif index < _IBAN_HINT_INDEX:
-            cards.append((start - offset, end - offset))
-        else:
-            ibans.append(start - offset)
-    return places, _NumberHints([start for start, _ in _leftmost_first(ipv4)], _leftmost_first(cards), ibans)
-
-
-def _leftmost_first(hints: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The hints a regex's finditer would give: earliest first, none starting inside the last."""
-    if len(hints) < 2:
-        return hints
-    kept: list[tuple[int, int]] = []
-    after = 0
-    for start, end in sorted(hints):
-        if start >= after:
-            kept.append((start, end))
-            after = end
-    return kept
+    for index, start, _end in _TOKEN_FINDER.find_matches_as_indexes(folded, overlapping=True):
+        places[_TOKEN_WORDS[index]].append(start)
+    runs, groups = (finder.find_matches_as_indexes(numbers) for finder in _CARD_FINDERS)
+    if runs and groups:  # where they interleave, each finder's own left-to-right scan differs
+        cards = [found.span() for found in _CARD_HINT_RE.finditer(numbers)]
+    else:
+        cards = [(start, end) for _, start, end in runs or groups]
+    hints = _NumberHints(
+        [start for _, start, _end in _IPV4_FINDER.find_matches_as_indexes(numbers)],
+        cards,
+        [start for _, start, _end in _IBAN_FINDER.find_matches_as_indexes(numbers)],
+    )
+    return places, hints
 
 
 # Where each word of an automaton starts, in order, overlapping ones included.
