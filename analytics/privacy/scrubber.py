@@ -134,6 +134,17 @@ def _compile_tokens() -> tuple[
 _BY_HEAD, _INFIXES = _compile_tokens()
 # A full DFA: about 1 ms to build at import, and a third faster per KB than the default NFA.
 _DFA: Final = ahocorasick_rs.Implementation.DFA
+
+
+def _needle(word: bytes) -> ahocorasick_rs.BytesAhoCorasick:
+    """A finder for one word, whose ``find_matches_as_indexes`` is a SIMD memmem: C's ``find``
+    and ``in`` read a needle of two to ten bytes a few bytes at a time, four to eight times
+    slower over a KB of log."""
+    return ahocorasick_rs.BytesAhoCorasick(
+        [word], implementation=_DFA, matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
+    )
+
+
 # One automaton finds every prefix of two or more characters and every infix in one pass, so
 # that only runs starting with a prefix are tried against the formats, and the markers the first
 # pass asks about (key blocks, URLs, webhook hosts). One-character heads (Discord's "M", "N",
@@ -164,17 +175,10 @@ _IPV4_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(
     implementation=_DFA,
     matchkind=ahocorasick_rs.MatchKind.LeftmostFirst,
 )
-_CARD_FINDERS: Final = tuple(
-    ahocorasick_rs.BytesAhoCorasick(
-        [word], implementation=_DFA, matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
-    )
-    for word in (b"00000000", b"0000-0000")
-)
+_CARD_FINDERS: Final = (_needle(b"00000000"), _needle(b"0000-0000"))
 # Both card words, where a text holds both (rare: the regex scan costs more than the finders).
 _CARD_HINT_RE: Final = re.compile(rb"00000000|0000-0000")
-_IBAN_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(
-    [b"QQ00"], implementation=_DFA, matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
-)
+_IBAN_FINDER: Final = _needle(b"QQ00")
 
 
 @dataclass(frozen=True)
@@ -500,6 +504,7 @@ _BARE_VALUE_ENDS_RE: Final = re.compile(r"[\s\"'`,;&]")
 _AUTH_VALUE_ENDS_RE: Final = re.compile(r"[\s\"'`,;]")
 _LINE_END_RE: Final = re.compile(r"\n")
 _SEMICOLON_RE: Final = re.compile(";")
+_NOT_EQUALS: Final = _needle(b"!=")
 # The run of value characters last found around a place, per kind of run: (from, to).
 _RunEnds = dict[re.Pattern[str], tuple[int, int]]
 
@@ -585,7 +590,9 @@ def _assignment_spans(text: str, lowered: bytes, words: _Words, spans: list[Span
     length = len(text)
     # A name given no value still matters after "==" or "!=" ("value" == password) or in an
     # XML element (<password>...). Whether the text could hold either is asked once.
-    compared = b"==" in lowered or b"!=" in lowered
+    # ("!=" is rare, and its finder reads the text faster than C's search; "==" is common in
+    # logs, "=====" lines give dozens of matches, and C's search stops at the first.)
+    compared = b"==" in lowered or bool(_NOT_EQUALS.find_matches_as_indexes(lowered))
     tagged = b"<" in lowered
     found: list[tuple[int, int, int, str, str, bool]] = []
     walked_from = walked_to = -1
@@ -884,11 +891,13 @@ _HOME_TRIGGERS: Final = (
 # marker may start at the separator another one ends with ("/home/users/"), and a stem hidden
 # by an overlapping match ("_pwd", "basicookie") lies in a name already found (_assignment_spans).
 _BARE_SCHEMES: Final = (b"bearer", b"basic", b"token")
-# A stem of two letters ("pw") is looked for with C's find instead: the automaton's prefilter
-# reads the first three bytes of its words, and a word of two made the pass half again as slow.
-# (Its speed moves with the word set in ways measured, not designed: 33 words took 87k
-# instructions per 8 KB of log where 32 took 147k. Measure a change with bench/scrubber.py.)
+# A stem of two letters ("pw") has an automaton of its own: the main one's prefilter reads the
+# first three bytes of its words, and a word of two made its pass half again as slow. A word
+# alone is searched with SIMD, a quarter of the cost of C's find. (An automaton's speed moves
+# with its word set in ways measured, not designed: 33 words took 87k instructions per 8 KB of
+# log where 32 took 147k. Measure a change with bench/scrubber.py.)
 _SHORT_STEMS: Final = tuple(stem for stem in _STEMS if len(stem) < 3)
+_SHORT_STEM_FINDERS: Final = tuple((stem, _needle(stem)) for stem in _SHORT_STEMS)
 _WORDS: Final = tuple(
     dict.fromkeys(
         _NOT_NAMES
@@ -928,11 +937,11 @@ def _find_words(lowered: bytes) -> _Words:
             for trigger in _HOME_TRIGGERS:
                 if lowered.startswith(trigger, end - 1):
                     found[trigger].append(end - 1)
-    for stem in _SHORT_STEMS:
-        at = lowered.find(stem)
-        while at >= 0:  # inside a word found above ("pwd") too: the name is looked at once
-            found[stem].append(at)
-            at = lowered.find(stem, at + 1)
+    for stem, finder in _SHORT_STEM_FINDERS:
+        # Inside a word found above ("pwd") too: the name is looked at once.
+        starts = [start for _, start, _end in finder.find_matches_as_indexes(lowered)]
+        if starts:
+            found[stem] = starts
     return found
 
 
@@ -1177,8 +1186,9 @@ class Scrubber:
             re.compile(re.escape(spelling) + r"(?![A-Za-z0-9_.-])", re.IGNORECASE)
             for spelling in _home_spellings(home)
         ]
-        self._home_triggers = tuple(
-            spelling.lower().encode("ascii", "replace") for spelling in _home_spellings(home)
+        # Whether a spelling is there is asked of its finder (see _needle), then its regex runs.
+        self._home_finders = tuple(
+            _needle(spelling.lower().encode("ascii", "replace")) for spelling in _home_spellings(home)
         )
         self._words: list[tuple[str, re.Pattern[str], str]] = []
         if user_name and len(user_name) >= 2 and user_name.lower() not in rules.SYSTEM_ACCOUNTS:
@@ -1194,6 +1204,7 @@ class Scrubber:
             for index, (word, _, _) in enumerate(self._words)
             if word.isascii()
         }
+        self._word_finders = {word: _needle(word.encode()) for word, _, _ in self._words if word.isascii()}
         # The names alone, lower case, for the short-value path (a loop over a tuple of strings
         # costs a fifth of a generator over the triples).
         self._names = tuple(word for word, _, _ in self._words)
@@ -1270,8 +1281,8 @@ class Scrubber:
 
         # Pass 3: whose machine it is: home folders, the user's and the host's names.
         spans = []
-        for spelling, regex in zip(self._home_triggers, self._home_res, strict=True):
-            if spelling in lowered:
+        for home, regex in zip(self._home_finders, self._home_res, strict=True):
+            if home.find_matches_as_indexes(lowered):
                 spans.extend((found.start(), found.end(), HOME) for found in regex.finditer(text))
         for folder in _HOME_TRIGGERS:
             if folder in words:
@@ -1291,7 +1302,7 @@ class Scrubber:
             if word in self._contains_shorter and not absent.isdisjoint(self._contains_shorter[word]):
                 present = False  # "bobs-laptop" when "bob" is not there
             elif word.isascii():
-                present = word.encode() in lowered
+                present = bool(self._word_finders[word].find_matches_as_indexes(lowered))
             else:
                 unicode_lowered = unicode_lowered if unicode_lowered is not None else text.lower()
                 present = word in unicode_lowered
