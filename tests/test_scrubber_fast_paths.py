@@ -191,6 +191,9 @@ _NAME_PARTS = sorted(
         *rules.NOT_SECRET_KEY_KINDS,
         *(word.decode() for word in scrubber._NOT_NAMES),
         *("value", "str", "string", "url", "db", "api", "my", "x", "conn", "connection", "auth", "monkey"),
+        # Decoys and what may come before them ("access_tokens", "bearerefresh_tokens").
+        *(word.decode() for word in scrubber._DECOY_STEMS),
+        *("access", "refresh", "bearer", "secre", "passwor"),
     }
 )
 
@@ -200,21 +203,56 @@ _NAME_PARTS = sorted(
     st.lists(st.sampled_from(_NAME_PARTS), min_size=1, max_size=4),
     st.sampled_from(["_", "-", ".", ""]),
     st.sampled_from([str.lower, str.upper, str.capitalize]),
+    st.sampled_from(["", *(chr(end) for end in scrubber._DECOY_ENDS)]),
 )
 def test_every_name_that_names_a_secret_is_found_by_the_pass(
-    parts: list[str], separator: str, case: Callable[[str], str]
+    parts: list[str], separator: str, case: Callable[[str], str], after: str
 ) -> None:
     # The secret-name pass only looks at names around the stems its automaton reports ("pass",
-    # "token", "conn_str"...), and the automaton reports a prose word ("path") instead of a
-    # stem inside it: a name the rules call secret must still hold a reported stem.
+    # "token", "conn_str"...), and the automaton reports a prose word ("path") or a decoy
+    # ("tokens=") instead of a stem inside it: a name the rules call secret must still hold a
+    # reported stem, whatever follows it.
     name = separator.join(case(part) for part in parts)
     if scrubber._name_kind(name) is None:
         return
     assert scrubber._secret_name(name) is not None, name
-    words = scrubber._find_words(name.lower().encode("ascii", "replace"))
+    words = scrubber._find_words(f"{name}{after}".lower().encode("ascii", "replace"))
     assert any(word in scrubber._NAME_WORDS for word in words), name
     if BOB.scrub_text(name) == name:  # (a name that is itself token-shaped goes whole)
         assert "s3cr3t-value-123" not in BOB.scrub_text(f"{name}=s3cr3t-value-123"), name
+
+
+def _names_ending_with_a_decoy() -> list[str]:
+    """Each secret name's part before each decoy ("access_tokens"), glued or not, and run into
+    it where the part ends with the decoy's start ("accesstokens", "secretokens")."""
+    names = []
+    for part in (*rules.STRONG_NAME_PARTS, *rules.SECRET_HOLDER_NAMES):
+        for word in (word.decode() for word in scrubber._DECOY_STEMS):
+            names += [part + separator + word for separator in ("", "_", "-", ".")]
+            names += [part + word[size:] for size in range(1, len(word)) if part.endswith(word[:size])]
+    return names
+
+
+@pytest.mark.parametrize("name", _names_ending_with_a_decoy())
+def test_a_decoy_hides_no_secret_name(name: str) -> None:
+    # "tokens=" is reported instead of the stem "token" inside it, and let go: a name that ends
+    # so and that the rules call secret must still be looked at, whatever ends it.
+    for case in (str.lower, str.upper, str.capitalize):
+        spelled = case(name)
+        if scrubber._name_kind(spelled) is None:
+            continue
+        for end in (chr(end) for end in scrubber._DECOY_ENDS):
+            words = scrubber._find_words(f"x {spelled}{end}".lower().encode("ascii", "replace"))
+            assert any(word in scrubber._NAME_WORDS for word in words), (spelled, end)
+        assert "s3cr3t-value-123" not in BOB.scrub_text(f"{spelled}=s3cr3t-value-123"), spelled
+
+
+def test_decoys_are_let_go_where_their_name_is_prose() -> None:
+    lowered = b"input_tokens=1400 output_tokens: 212 (57 passed, 2 failed) 900 tokens\n"
+    words = scrubber._find_words(lowered)
+    assert b"token" not in words
+    assert b"pass" not in words
+    assert BOB.scrub_text(lowered.decode()) == lowered.decode()
 
 
 @pytest.mark.parametrize(

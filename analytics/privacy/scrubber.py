@@ -478,6 +478,35 @@ _STEMS: Final = (
 # rules call secret is spelled with one of them where its stem is.
 _NOT_NAMES: Final = (b"path", b"patch", b"pattern", b"compat", b"dispatch", b"spatial")
 _STEM_TEXTS: Final = tuple(stem.decode() for stem in _STEMS)
+# Decoys: prose words of a log that end a name, each with a character that may follow it
+# ("max_tokens=4096", "1400 tokens,", "57 passed"). The automaton reports the decoy where the
+# stem inside it starts, and the decoy is let go: no rule calls a name secret for its last
+# segment "tokens" or "passed", only for a secret name's part running into it, and such a part
+# holds another stem further left, which the automaton reports instead; after the few that do
+# not (see _holders: "access_tokens"), the stem is looked at. A decoy costs a fifth of a
+# stem's look, and a log has dozens.
+_DECOY_STEMS: Final = {b"tokens": b"token", b"passed": b"pass"}
+_DECOY_ENDS: Final = b" =,:)\n\t"  # (more ends slow the automaton more than they save)
+
+
+def _holders(word: bytes) -> tuple[bytes, ...]:
+    """What a decoy's name must end with before it for the stem it hides to matter: the start of
+    a secret name's part that runs into the decoy and holds no other stem ("access_" of
+    "access_token", against "access_tokens=")."""
+    starts = set()
+    for part in (*rules.STRONG_NAME_PARTS, *rules.SECRET_HOLDER_NAMES):
+        low = part.lower().encode("ascii", "replace")
+        for size in range(1, len(word) + 1):
+            if low.endswith(word[:size]):
+                start = low[:-size]
+                if not any(0 <= low.find(other) < len(start) for other in _STEMS):
+                    starts.add(start)
+    return tuple(sorted(starts))
+
+
+_DECOYS: Final = {
+    word + bytes([end]): (stem, _holders(word)) for word, stem in _DECOY_STEMS.items() for end in _DECOY_ENDS
+}
 # In the names map a name character is "n" and anything else a space, so that C's find and rfind
 # give the bounds of the name around a stem.
 _NAME_TABLE: Final = bytes(ord("n") if chr(byte) in _NAME_CHARS else ord(" ") for byte in range(256))
@@ -901,6 +930,7 @@ _SHORT_STEM_FINDERS: Final = tuple((stem, _needle(stem)) for stem in _SHORT_STEM
 _WORDS: Final = tuple(
     dict.fromkeys(
         _NOT_NAMES
+        + tuple(_DECOYS)
         + tuple(stem for stem in _STEMS if stem not in _SHORT_STEMS)
         + _BARE_SCHEMES
         + _HOME_TRIGGERS
@@ -911,17 +941,26 @@ _WORD_FINDER: Final = ahocorasick_rs.BytesAhoCorasick(
 )
 # Words whose last character is a name's: stems, schemes, "documents and settings" (see above).
 _NAME_WORDS: Final = frozenset(
-    word for word in (*_WORDS[len(_NOT_NAMES) :], *_SHORT_STEMS) if chr(word[-1]) in _NAME_CHARS
+    word
+    for word in (*_WORDS[len(_NOT_NAMES) + len(_DECOYS) :], *_SHORT_STEMS)
+    if chr(word[-1]) in _NAME_CHARS
 )
 _STEM_WORDS: Final = frozenset(_STEMS)
 _ENDS_WITH_SEPARATOR: Final = frozenset(trigger for trigger in _HOME_TRIGGERS if trigger[-1] in b"/\\")
 
 
-# What each word of the automaton is, by its index: let go, kept, or kept with the home markers
-# that may start at its last character.
-_SKIPPED, _KEPT, _KEPT_WITH_MARKERS = range(3)
+# What each word of the automaton is, by its index: let go, a decoy (let go unless what comes
+# before it makes its stem matter), kept, or kept with the home markers that may start at its
+# last character.
+_SKIPPED, _DECOY, _KEPT, _KEPT_WITH_MARKERS = range(4)
 _WORD_ROLES: Final = tuple(
-    _SKIPPED if word in _NOT_NAMES else _KEPT_WITH_MARKERS if word in _ENDS_WITH_SEPARATOR else _KEPT
+    _SKIPPED
+    if word in _NOT_NAMES
+    else _DECOY
+    if word in _DECOYS
+    else _KEPT_WITH_MARKERS
+    if word in _ENDS_WITH_SEPARATOR
+    else _KEPT
     for word in _WORDS
 )
 
@@ -931,6 +970,11 @@ def _find_words(lowered: bytes) -> _Words:
     for index, start, end in _WORD_FINDER.find_matches_as_indexes(lowered):
         role = _WORD_ROLES[index]
         if role == _SKIPPED:
+            continue
+        if role == _DECOY:
+            stem, holders = _DECOYS[_WORDS[index]]
+            if lowered.endswith(holders, 0, start):  # "access_tokens": the stem is looked at
+                found[stem].append(start)
             continue
         found[_WORDS[index]].append(start)
         if role == _KEPT_WITH_MARKERS:
