@@ -301,6 +301,15 @@ def test_scrubbing_is_idempotent(text: str) -> None:
     assert scrubber.scrub_text(once) == once
 
 
+@pytest.mark.parametrize("home", ["//", "\\\\", "/\\", "///"])
+def test_a_home_of_separators_alone_is_no_home(home: str) -> None:
+    # HOME=// left an empty spelling: the scrubber raised at construction (telemetry would not
+    # start), and before that it put <home> between every two characters. Found by a helper.
+    scrubber = Scrubber(home=home, user_name="alice")
+    assert scrubber.scrub_text("x /home/bob/notes y") == "x <home>/notes y"
+    assert scrubber.scrub_text("plain words") == "plain words"
+
+
 # -- structured context: keys that name a secret redact their values, at any depth -----------------
 
 

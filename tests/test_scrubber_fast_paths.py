@@ -247,6 +247,22 @@ def test_a_decoy_hides_no_secret_name(name: str) -> None:
         assert "s3cr3t-value-123" not in BOB.scrub_text(f"{spelled}=s3cr3t-value-123"), spelled
 
 
+@pytest.mark.parametrize(
+    ("name", "decoy", "glue"),
+    [
+        *(("password", "tokens=", glue) for glue in (200, 242, 245, 248)),
+        *(("secret", "passed: ", glue) for glue in (200, 244, 248, 250)),
+        *(("db.password.", ".max_tokens: ", glue) for glue in (200, 230, 236)),
+    ],
+)
+def test_a_decoy_at_the_end_of_a_long_name_hides_no_secret_name(name: str, decoy: str, glue: int) -> None:
+    # A name is read at most _LONGEST_NAME past its stem: from "password", the end of a name of
+    # 250 characters is out of reach, and only the stem inside the decoy, which reads as far
+    # back, reaches it (found by a helper: such names went out whole).
+    text = f"{name}{'_' * glue}{decoy}hunter2Secret99"
+    assert "hunter2Secret99" not in BOB.scrub_text(text)
+
+
 def test_decoys_are_let_go_where_their_name_is_prose() -> None:
     lowered = b"input_tokens=1400 output_tokens: 212 (57 passed, 2 failed) 900 tokens\n"
     words = scrubber._find_words(lowered)

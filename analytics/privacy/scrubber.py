@@ -486,6 +486,11 @@ _STEM_TEXTS: Final = tuple(stem.decode() for stem in _STEMS)
 # not (see _holders: "access_tokens"), the stem is looked at. A decoy costs a fifth of a
 # stem's look, and a log has dozens.
 _DECOY_STEMS: Final = {b"tokens": b"token", b"passed": b"pass"}
+# Longer than any name a secret is given: a longer run of name characters is text.
+_LONGEST_NAME: Final = 256
+# A decoy's other stems are sure to reach its end only where its name starts this close before
+# it; a longer name (no blank this far back) has its stem looked at.
+_DECOY_REACH: Final = _LONGEST_NAME - max(len(word) for word in _DECOY_STEMS) - 2
 _DECOY_ENDS: Final = b" =,:)\n\t"  # (more ends slow the automaton more than they save)
 
 
@@ -510,6 +515,7 @@ _DECOYS: Final = {
 # In the names map a name character is "n" and anything else a space, so that C's find and rfind
 # give the bounds of the name around a stem.
 _NAME_TABLE: Final = bytes(ord("n") if chr(byte) in _NAME_CHARS else ord(" ") for byte in range(256))
+_IN_A_NAME: Final = ord("n")
 # A value is read at most this far: in text where names and values are glued together
 # ("key=val|key=val|..."), each name's value would otherwise run to the end of the text, and
 # the pass would take time in the square of the text's length (8 KB took half a second, the
@@ -811,8 +817,6 @@ def _assignment_at(
 
 _CLOSERS: Final = "\\\"'`[]"
 _OPERATOR_OR_QUOTE: Final = ":=!?+\"'`@\\"
-# Longer than any name a secret is given: a longer run of name characters is text.
-_LONGEST_NAME: Final = 256
 # Characters as numbers, for the bytes of the lowered text, where one outside ASCII is "?".
 _DOT: Final = ord(".")
 _TAB: Final = ord("\t")
@@ -973,7 +977,12 @@ def _find_words(lowered: bytes) -> _Words:
             continue
         if role == _DECOY:
             stem, holders = _DECOYS[_WORDS[index]]
-            if lowered.endswith(holders, 0, start):  # "access_tokens": the stem is looked at
+            near = start - _DECOY_REACH
+            if lowered.endswith(holders, 0, start) or (  # "access_tokens": the stem is looked at
+                near > 0
+                and _NAME_TABLE[lowered[start - 1]] == _IN_A_NAME
+                and lowered.rfind(b" ", near, start) < 0
+            ):  # and in a name that may be too long for its other stems to reach its end
                 found[stem].append(start)
             continue
         found[_WORDS[index]].append(start)
@@ -1376,7 +1385,8 @@ def _home_spellings(home: str | None) -> list[str]:
         home.rstrip("/\\").replace("\\", "/"),
         home.rstrip("/\\").replace("\\", "\\\\"),
     }
-    return sorted(spellings, key=len, reverse=True)
+    # ("//" is no home: nothing is left of it, and an empty spelling would match everywhere.)
+    return sorted((spelling for spelling in spellings if spelling), key=len, reverse=True)
 
 
 def _host_spellings(host_name: str | None) -> list[str]:
